@@ -1,0 +1,101 @@
+"""Frozen settings: TOML file, then `PENTARUN_<SECTION>__<KEY>` environment overrides.
+
+Every threshold of the runtime lives here, with the defaults of SPEC §10. Unknown sections or
+keys and values of the wrong type are refused with the offending path, so a typo never passes
+silently.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .errors import BadRequest
+
+
+class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    admin_bind: str = "127.0.0.1:8128"
+    data_dir: str = "./var"
+
+
+class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    backoff_jitter: float = 0.2
+    backoff_reset_s: float = 600.0
+    crash_limit: int = 3
+    crash_window_s: float = 120.0
+    health_interval_s: float = 10.0
+    health_timeout_s: float = 2.0
+    health_restart_after: int = 3
+    health_quarantine_after: int = 9
+    error_storm_count: int = 10
+    error_storm_window_s: float = 300.0
+    startup_timeout_s: float = 30.0
+    stop_timeout_s: float = 5.0
+    call_timeout_s: float = 10.0
+    max_in_flight: int = 256
+    max_frame_bytes: int = 8 * 1024 * 1024
+    token_ttl_s: float = 900.0
+    log_lines_kept: int = 200
+
+
+class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    require_signatures: bool = False
+    auto_approve_level: str = "read"
+
+
+class InstallConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    wheelhouse: str = ""
+    auto_enable: bool = False
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
+    security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
+    install: InstallConfig = msgspec.field(default_factory=InstallConfig)
+    listeners: dict[str, str] = msgspec.field(
+        default_factory=lambda: {"homeassistant": "0.0.0.0:8129"}
+    )
+
+
+ENV_PREFIX = "PENTARUN_"
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    overrides: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].partition("__")
+        overrides.setdefault(section.lower(), {})[key.lower()] = value
+    return overrides
+
+
+def load_config(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **sections: dict[str, Any],
+) -> Config:
+    """Build the settings from a TOML file, the environment, then explicit section overrides."""
+    raw: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise BadRequest(f"cannot read config {path}: {exc}") from exc
+    env = _env_overrides(os.environ if environ is None else environ)
+    for layer in (env, sections):
+        for section, values in layer.items():
+            raw.setdefault(section, {}).update(values)
+    try:
+        # strict=False lets environment strings become numbers and booleans.
+        return msgspec.convert(raw, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid configuration: {exc}") from exc

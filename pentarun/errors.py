@@ -1,0 +1,114 @@
+"""One error tree for the whole runtime; each error knows its HTTP status and stable code.
+
+    PentarunError                      500 internal_error
+    ├── BadRequest                     400 bad_request
+    │   └── ProtocolError              400 protocol_error   (malformed or oversized IPC frame)
+    ├── Unauthorized                   401 unauthorized
+    ├── Forbidden                      403 forbidden
+    │   ├── PropertyNotAssigned        403 property_not_assigned
+    │   ├── ScopeDenied                403 scope_denied
+    │   └── TokenInvalid               403 token_invalid
+    ├── NotFound                       404 not_found
+    ├── Conflict                       409 conflict
+    ├── Busy                           429 worker_busy
+    ├── RemoteError                    the worker's own error: its code and status
+    ├── WorkerUnavailable              503 worker_unavailable (down, restarting, quarantined)
+    │   └── WorkerCrashed              502 worker_crashed   (died with the call in flight)
+    └── CallTimeout                    504 call_timeout
+
+The gateway turns any of these into `{"error": {"code", "message", "details"}}` in one handler.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class PentarunError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": {"code": self.error_code, "message": self.message, "details": self.details}}
+
+    @property
+    def error_code(self) -> str:
+        return self.code
+
+    @property
+    def http_status(self) -> int:
+        return self.status
+
+
+class BadRequest(PentarunError):
+    status, code = 400, "bad_request"
+
+
+class ProtocolError(BadRequest):
+    code = "protocol_error"
+
+
+class Unauthorized(PentarunError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(PentarunError):
+    status, code = 403, "forbidden"
+
+
+class PropertyNotAssigned(Forbidden):
+    code = "property_not_assigned"
+
+
+class ScopeDenied(Forbidden):
+    code = "scope_denied"
+
+
+class TokenInvalid(Forbidden):
+    code = "token_invalid"
+
+
+class NotFound(PentarunError):
+    status, code = 404, "not_found"
+
+
+class Conflict(PentarunError):
+    status, code = 409, "conflict"
+
+
+class Busy(PentarunError):
+    status, code = 429, "worker_busy"
+
+
+class RemoteError(PentarunError):
+    """An error raised by plugin code, carried back as data and re-raised here."""
+
+    def __init__(self, code: str, message: str, status: int = 500) -> None:
+        super().__init__(message, {"plugin_error": True})
+        self.remote_code = code
+        self.remote_status = status if 400 <= status <= 599 else 500
+
+    @property
+    def error_code(self) -> str:
+        return self.remote_code
+
+    @property
+    def http_status(self) -> int:
+        return self.remote_status
+
+
+class WorkerUnavailable(PentarunError):
+    status, code = 503, "worker_unavailable"
+
+
+class WorkerCrashed(WorkerUnavailable):
+    status, code = 502, "worker_crashed"
+
+
+class CallTimeout(PentarunError):
+    status, code = 504, "call_timeout"

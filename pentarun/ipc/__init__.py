@@ -1,0 +1,1 @@
+"""The wire between the core and plugin workers: messages, framing, channel."""

@@ -1,0 +1,147 @@
+"""Every message that crosses the core <-> worker boundary, as tagged msgspec Structs.
+
+Pure: no I/O. Each message is a msgpack map with a `"kind"` tag (docs/protocol.md has the
+table). `CoreMessage` is what the core sends, `WorkerMessage` what a worker sends; each side
+decodes only the other side's union, so a worker cannot forge a core message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+
+
+class _Msg(msgspec.Struct, tag_field="kind", omit_defaults=True, forbid_unknown_fields=True):
+    pass
+
+
+# --- worker -> core ---------------------------------------------------------------------------
+
+
+class Hello(_Msg, tag="hello"):
+    """First frame a worker sends: who it is and what it can do."""
+
+    protocol: int
+    pid: int
+    handlers: list[str] = []
+    hooks: list[str] = []
+    events: list[str] = []
+    sdk: str = ""
+
+
+class Ready(_Msg, tag="ready"):
+    """The worker ran its on_start callbacks and accepts calls: the handshake is complete."""
+
+
+class Reply(_Msg, tag="reply"):
+    """Successful result of a Call: any JSON-compatible value."""
+
+    id: int
+    value: Any = None
+
+
+class HttpReply(_Msg, tag="http_reply"):
+    """Successful result of a Call that is a raw HTTP response (bytes, custom headers)."""
+
+    id: int
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/octet-stream"
+    headers: dict[str, str] = {}
+
+
+class Failure(_Msg, tag="failure"):
+    """A Call failed inside plugin code (an `sdk.Error` or an unexpected exception)."""
+
+    id: int
+    code: str
+    message: str
+    status: int = 500
+
+
+class HealthReport(_Msg, tag="health_report"):
+    id: int
+    ok: bool
+    detail: dict[str, Any] = {}
+
+
+class CoreCall(_Msg, tag="core_call"):
+    """The worker asks the core for data (`ctx.core.call`, `ctx.store`), with its token."""
+
+    id: int
+    token: str
+    property: str
+    name: str
+    params: dict[str, Any] = {}
+
+
+class Log(_Msg, tag="log"):
+    level: int
+    logger: str
+    message: str
+    created: float = 0.0
+
+
+WorkerMessage = Hello | Ready | Reply | HttpReply | Failure | HealthReport | CoreCall | Log
+
+
+# --- core -> worker ---------------------------------------------------------------------------
+
+
+class Welcome(_Msg, tag="welcome"):
+    """Answer to Hello: the worker's identity, its token and its configuration."""
+
+    protocol: int
+    plugin: str
+    token: str
+    token_expires_at: float
+    config: dict[str, Any] = {}
+
+
+class Call(_Msg, tag="call"):
+    """Invoke a handler for one property. `deadline_ms` is the time the caller will wait."""
+
+    id: int
+    handler: str
+    property: str
+    params: dict[str, Any] = {}
+    deadline_ms: int = 0
+
+
+class Cancel(_Msg, tag="cancel"):
+    """The caller of Call `id` gave up; the worker may stop working on it."""
+
+    id: int
+
+
+class HealthProbe(_Msg, tag="health_probe"):
+    id: int
+
+
+class TokenRefresh(_Msg, tag="token_refresh"):
+    token: str
+    expires_at: float
+
+
+class CoreResult(_Msg, tag="core_result"):
+    id: int
+    value: Any = None
+
+
+class CoreFailure(_Msg, tag="core_failure"):
+    id: int
+    code: str
+    message: str
+    status: int = 500
+
+
+class Stop(_Msg, tag="stop"):
+    """Graceful stop request: run on_stop callbacks, then exit."""
+
+    reason: str = ""
+
+
+CoreMessage = Welcome | Call | Cancel | HealthProbe | TokenRefresh | CoreResult | CoreFailure | Stop

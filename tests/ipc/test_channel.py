@@ -1,0 +1,73 @@
+import pytest
+import trio
+import trio.testing
+
+from pentarun.errors import ProtocolError
+from pentarun.ipc.channel import Channel, ChannelClosed
+from pentarun.ipc.messages import Call, CoreMessage, Reply, WorkerMessage
+
+
+async def test_many_queued_messages_arrive_in_order():
+    left, right = trio.testing.memory_stream_pair()
+    core: Channel[WorkerMessage] = Channel(left, WorkerMessage)
+    worker: Channel[CoreMessage] = Channel(right, CoreMessage)
+    got: list[CoreMessage] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(core.run, lambda m: None)
+        nursery.start_soon(worker.run, got.append)
+        for i in range(500):
+            core.send(Call(id=i, handler="h", property="p"))
+        with trio.fail_after(5):
+            while len(got) < 500:
+                await trio.sleep(0.001)
+        nursery.cancel_scope.cancel()
+    assert [m.id for m in got] == list(range(500))  # type: ignore[union-attr]
+    assert core.frames_sent == 500
+
+
+async def test_run_returns_on_eof_and_send_then_fails():
+    left, right = trio.testing.memory_stream_pair()
+    core: Channel[WorkerMessage] = Channel(left, WorkerMessage)
+    await right.aclose()
+    with trio.fail_after(5):
+        await core.run(lambda m: None)
+    with pytest.raises(ChannelClosed):
+        core.send(Call(id=1, handler="h", property="p"))
+
+
+async def test_garbage_from_peer_raises_protocol_error():
+    left, right = trio.testing.memory_stream_pair()
+    core: Channel[WorkerMessage] = Channel(left, WorkerMessage)
+    await right.send_all(b"hello world, not a frame")
+    with trio.fail_after(5), pytest.RaisesGroup(ProtocolError):
+        await core.run(lambda m: None)
+
+
+async def test_eof_inside_a_frame_is_a_protocol_error():
+    left, right = trio.testing.memory_stream_pair()
+    core: Channel[WorkerMessage] = Channel(left, WorkerMessage)
+    await right.send_all(b"\x00\x00\x00\x10abc")
+    await right.aclose()
+    with trio.fail_after(5), pytest.RaisesGroup(ProtocolError):
+        await core.run(lambda m: None)
+
+
+async def test_reply_roundtrip_between_two_channels():
+    left, right = trio.testing.memory_stream_pair()
+    core: Channel[WorkerMessage] = Channel(left, WorkerMessage)
+    worker: Channel[CoreMessage] = Channel(right, CoreMessage)
+    replies: list[WorkerMessage] = []
+
+    def answer(message: CoreMessage) -> None:
+        assert isinstance(message, Call)
+        worker.send(Reply(id=message.id, value={"echo": message.params}))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(core.run, replies.append)
+        nursery.start_soon(worker.run, answer)
+        core.send(Call(id=7, handler="h", property="p", params={"a": 1}))
+        with trio.fail_after(5):
+            while not replies:
+                await trio.sleep(0.001)
+        nursery.cancel_scope.cancel()
+    assert replies == [Reply(id=7, value={"echo": {"a": 1}})]
