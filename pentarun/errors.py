@@ -34,7 +34,9 @@ class PentarunError(Exception):
         self.details = details or {}
 
     def to_json(self) -> dict[str, Any]:
-        return {"error": {"code": self.error_code, "message": self.message, "details": self.details}}
+        return {
+            "error": {"code": self.error_code, "message": self.message, "details": self.details}
+        }
 
     @property
     def error_code(self) -> str:

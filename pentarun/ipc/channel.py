@@ -72,7 +72,7 @@ class Channel(Generic[M]):
                         f"stream ended inside a frame ({self._decoder.pending} bytes pending)"
                     )
                 return
-            for message in self._decoder.feed(data):
+            for message in self._decoder.feed(bytes(data)):
                 self.frames_received += 1
                 on_message(message)
 

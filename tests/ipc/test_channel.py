@@ -12,14 +12,20 @@ async def test_many_queued_messages_arrive_in_order():
     core: Channel[WorkerMessage] = Channel(left, WorkerMessage)
     worker: Channel[CoreMessage] = Channel(right, CoreMessage)
     got: list[CoreMessage] = []
+    done = trio.Event()
+
+    def collect(message: CoreMessage) -> None:
+        got.append(message)
+        if len(got) == 500:
+            done.set()
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(core.run, lambda m: None)
-        nursery.start_soon(worker.run, got.append)
+        nursery.start_soon(worker.run, collect)
         for i in range(500):
             core.send(Call(id=i, handler="h", property="p"))
         with trio.fail_after(5):
-            while len(got) < 500:
-                await trio.sleep(0.001)
+            await done.wait()
         nursery.cancel_scope.cancel()
     assert [m.id for m in got] == list(range(500))  # type: ignore[union-attr]
     assert core.frames_sent == 500
@@ -57,17 +63,21 @@ async def test_reply_roundtrip_between_two_channels():
     core: Channel[WorkerMessage] = Channel(left, WorkerMessage)
     worker: Channel[CoreMessage] = Channel(right, CoreMessage)
     replies: list[WorkerMessage] = []
+    got_reply = trio.Event()
+
+    def collect(message: WorkerMessage) -> None:
+        replies.append(message)
+        got_reply.set()
 
     def answer(message: CoreMessage) -> None:
         assert isinstance(message, Call)
         worker.send(Reply(id=message.id, value={"echo": message.params}))
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(core.run, replies.append)
+        nursery.start_soon(core.run, collect)
         nursery.start_soon(worker.run, answer)
         core.send(Call(id=7, handler="h", property="p", params={"a": 1}))
         with trio.fail_after(5):
-            while not replies:
-                await trio.sleep(0.001)
+            await got_reply.wait()
         nursery.cancel_scope.cancel()
     assert replies == [Reply(id=7, value={"echo": {"a": 1}})]

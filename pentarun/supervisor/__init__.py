@@ -1,0 +1,1 @@
+"""Supervision: the pure policy, the worker process, and the actor that drives them."""
