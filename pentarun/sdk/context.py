@@ -1,0 +1,48 @@
+"""The per-call context a handler receives: its property, the core lane and its store."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+CoreSender = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
+
+
+class CoreClient:
+    """`await ctx.core.call("cameras.list")`: a token-checked call into the core, for one property."""
+
+    def __init__(self, send: CoreSender, property_id: str) -> None:
+        self._send = send
+        self._property = property_id
+
+    async def call(self, name: str, **params: Any) -> Any:
+        return await self._send(self._property, name, params)
+
+
+class PluginStore:
+    """Small values persisted by the core, per plugin and property; they survive restarts."""
+
+    def __init__(self, core: CoreClient) -> None:
+        self._core = core
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        found = await self._core.call("store.get", key=key)
+        return found["value"] if found["found"] else default
+
+    async def set(self, key: str, value: Any) -> None:
+        await self._core.call("store.set", key=key, value=value)
+
+    async def delete(self, key: str) -> None:
+        await self._core.call("store.delete", key=key)
+
+    async def keys(self) -> list[str]:
+        result: list[str] = await self._core.call("store.keys")
+        return result
+
+
+class Context:
+    def __init__(self, property_id: str, send: CoreSender, config: dict[str, Any]) -> None:
+        self.property = property_id
+        self.core = CoreClient(send, property_id)
+        self.store = PluginStore(self.core)
+        self.config = config

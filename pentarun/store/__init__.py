@@ -1,0 +1,1 @@
+"""Persistence: SQLite (WAL) through one dedicated writer thread."""

@@ -1,0 +1,310 @@
+"""Typed queries: every row the runtime reads or writes, as msgspec Structs.
+
+Writes a request waits for go through `Database.write`; bookkeeping nobody waits for (health
+checks, lifecycle events, audit) goes through `Database.defer` and is group-committed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import Any
+
+import msgspec
+
+from .db import Database
+
+
+class PluginRow(msgspec.Struct, frozen=True):
+    key: str
+    name: str
+    version: str
+    state: str
+    reason: str
+    source_dir: str
+    manifest: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+class EventRow(msgspec.Struct, frozen=True):
+    id: int
+    plugin_key: str
+    at: float
+    type: str
+    state: str
+    reason: str
+    next_retry_at: float | None
+    detail: dict[str, Any]
+
+
+class HealthRow(msgspec.Struct, frozen=True):
+    checked_at: float
+    ok: bool
+    latency_ms: float | None
+    detail: dict[str, Any]
+
+
+class PropertyRow(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    created_at: float
+
+
+class OperatorRow(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    role: str
+    properties: list[str]
+    created_at: float
+
+
+class AuditRow(msgspec.Struct, frozen=True):
+    id: int
+    at: float
+    actor: str
+    type: str
+    plugin: str
+    property: str
+    risk_score: int
+    detail: dict[str, Any]
+
+
+def _plugin(row: sqlite3.Row) -> PluginRow:
+    return PluginRow(
+        row["key"], row["name"], row["version"], row["state"], row["reason"], row["source_dir"],
+        json.loads(row["manifest"]), row["created_at"], row["updated_at"],
+    )  # fmt: skip
+
+
+# --- plugins ------------------------------------------------------------------------------
+
+
+async def upsert_plugin(
+    db: Database, key: str, name: str, version: str, state: str, reason: str,
+    source_dir: str, manifest: dict[str, Any],
+) -> None:  # fmt: skip
+    now = time.time()
+    await db.execute(
+        """INSERT INTO enhanced_plugins
+           (key, name, version, state, reason, source_dir, manifest, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (key) DO UPDATE SET name=excluded.name, version=excluded.version,
+             state=excluded.state, reason=excluded.reason, source_dir=excluded.source_dir,
+             manifest=excluded.manifest, updated_at=excluded.updated_at""",
+        (key, name, version, state, reason, source_dir, json.dumps(manifest), now, now),
+    )
+
+
+def get_plugin(db: Database, key: str) -> PluginRow | None:
+    row = db.read_one("SELECT * FROM enhanced_plugins WHERE key = ?", (key,))
+    return _plugin(row) if row else None
+
+
+def list_plugins(db: Database) -> list[PluginRow]:
+    return [_plugin(r) for r in db.read("SELECT * FROM enhanced_plugins ORDER BY key")]
+
+
+def set_plugin_state(db: Database, key: str, state: str, reason: str) -> None:
+    db.defer(
+        "UPDATE enhanced_plugins SET state = ?, reason = ?, updated_at = ? WHERE key = ?",
+        (state, reason, time.time(), key),
+    )
+
+
+# --- lifecycle events and health ----------------------------------------------------------
+
+
+def record_event(
+    db: Database, plugin_key: str, type_: str, state: str = "", reason: str = "",
+    next_retry_at: float | None = None, detail: dict[str, Any] | None = None,
+) -> None:  # fmt: skip
+    db.defer(
+        """INSERT INTO plugin_events (plugin_key, at, type, state, reason, next_retry_at, detail)
+           VALUES (?, ?, ?, ?, ?, ?, ?)""",
+        (plugin_key, time.time(), type_, state, reason, next_retry_at, json.dumps(detail or {})),
+    )
+
+
+def list_events(db: Database, plugin_key: str, limit: int = 100) -> list[EventRow]:
+    rows = db.read(
+        "SELECT * FROM plugin_events WHERE plugin_key = ? ORDER BY id DESC LIMIT ?",
+        (plugin_key, limit),
+    )
+    return [
+        EventRow(r["id"], r["plugin_key"], r["at"], r["type"], r["state"], r["reason"],
+                 r["next_retry_at"], json.loads(r["detail"]))
+        for r in rows
+    ]  # fmt: skip
+
+
+def record_health(
+    db: Database, plugin_key: str, ok: bool, latency_ms: float | None, detail: dict[str, Any]
+) -> None:
+    db.defer(
+        """INSERT INTO plugin_health_checks (plugin_key, checked_at, ok, latency_ms, detail)
+           VALUES (?, ?, ?, ?, ?)""",
+        (plugin_key, time.time(), int(ok), latency_ms, json.dumps(detail, default=str)),
+    )
+
+
+def list_health(db: Database, plugin_key: str, limit: int = 100) -> list[HealthRow]:
+    rows = db.read(
+        """SELECT * FROM plugin_health_checks WHERE plugin_key = ?
+           ORDER BY checked_at DESC LIMIT ?""",
+        (plugin_key, limit),
+    )
+    return [
+        HealthRow(r["checked_at"], bool(r["ok"]), r["latency_ms"], json.loads(r["detail"]))
+        for r in rows
+    ]
+
+
+# --- plugin state (ctx.store) ----------------------------------------------------------------
+
+_state_encoder = msgspec.msgpack.Encoder()
+
+
+def state_get(db: Database, plugin_key: str, property_id: str, key: str) -> tuple[bool, Any]:
+    row = db.read_one(
+        "SELECT value FROM plugin_state WHERE plugin_key = ? AND property_id = ? AND key = ?",
+        (plugin_key, property_id, key),
+    )
+    return (True, msgspec.msgpack.decode(row["value"])) if row else (False, None)
+
+
+async def state_set(db: Database, plugin_key: str, property_id: str, key: str, value: Any) -> None:
+    await db.execute(
+        """INSERT INTO plugin_state (plugin_key, property_id, key, value, updated_at)
+           VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (plugin_key, property_id, key)
+           DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at""",
+        (plugin_key, property_id, key, _state_encoder.encode(value), time.time()),
+    )
+
+
+async def state_delete(db: Database, plugin_key: str, property_id: str, key: str) -> None:
+    await db.execute(
+        "DELETE FROM plugin_state WHERE plugin_key = ? AND property_id = ? AND key = ?",
+        (plugin_key, property_id, key),
+    )
+
+
+def state_keys(db: Database, plugin_key: str, property_id: str) -> list[str]:
+    rows = db.read(
+        "SELECT key FROM plugin_state WHERE plugin_key = ? AND property_id = ? ORDER BY key",
+        (plugin_key, property_id),
+    )
+    return [r["key"] for r in rows]
+
+
+# --- properties and assignments --------------------------------------------------------------
+
+
+async def create_property(db: Database, property_id: str, name: str) -> PropertyRow:
+    row = PropertyRow(property_id, name, time.time())
+    await db.execute(
+        "INSERT INTO properties (id, name, created_at) VALUES (?, ?, ?)",
+        (row.id, row.name, row.created_at),
+    )
+    return row
+
+
+def get_property(db: Database, property_id: str) -> PropertyRow | None:
+    r = db.read_one("SELECT * FROM properties WHERE id = ?", (property_id,))
+    return PropertyRow(r["id"], r["name"], r["created_at"]) if r else None
+
+
+def list_properties(db: Database) -> list[PropertyRow]:
+    return [
+        PropertyRow(r["id"], r["name"], r["created_at"])
+        for r in db.read("SELECT * FROM properties ORDER BY id")
+    ]
+
+
+async def assign_property(db: Database, plugin_key: str, property_id: str) -> None:
+    await db.execute(
+        """INSERT INTO plugin_property_assignments (plugin_key, property_id, assigned_at)
+           VALUES (?, ?, ?) ON CONFLICT DO NOTHING""",
+        (plugin_key, property_id, time.time()),
+    )
+
+
+async def unassign_property(db: Database, plugin_key: str, property_id: str) -> int:
+    return await db.execute(
+        "DELETE FROM plugin_property_assignments WHERE plugin_key = ? AND property_id = ?",
+        (plugin_key, property_id),
+    )
+
+
+def assigned_properties(db: Database, plugin_key: str) -> list[str]:
+    rows = db.read(
+        """SELECT property_id FROM plugin_property_assignments
+           WHERE plugin_key = ? AND enabled = 1 ORDER BY property_id""",
+        (plugin_key,),
+    )
+    return [r["property_id"] for r in rows]
+
+
+# --- operators and audit ---------------------------------------------------------------------
+
+
+async def create_operator(
+    db: Database, operator_id: str, name: str, role: str, token_hash: str, properties: list[str]
+) -> OperatorRow:
+    row = OperatorRow(operator_id, name, role, properties, time.time())
+    await db.execute(
+        """INSERT INTO operators (id, name, role, token_hash, properties, created_at)
+           VALUES (?, ?, ?, ?, ?, ?)""",
+        (row.id, name, role, token_hash, json.dumps(properties), row.created_at),
+    )
+    return row
+
+
+def operator_by_token_hash(db: Database, token_hash: str) -> OperatorRow | None:
+    r = db.read_one(
+        "SELECT * FROM operators WHERE token_hash = ? AND revoked_at IS NULL", (token_hash,)
+    )
+    if r is None:
+        return None
+    return OperatorRow(r["id"], r["name"], r["role"], json.loads(r["properties"]), r["created_at"])
+
+
+def count_operators(db: Database) -> int:
+    row = db.read_one("SELECT count(*) AS n FROM operators")
+    return int(row["n"]) if row else 0
+
+
+def audit(
+    db: Database, actor: str, type_: str, plugin: str = "", property_id: str = "",
+    risk_score: int = 0, detail: dict[str, Any] | None = None,
+) -> None:  # fmt: skip
+    db.defer(
+        """INSERT INTO audit_log (at, actor, type, plugin, property, risk_score, detail)
+           VALUES (?, ?, ?, ?, ?, ?, ?)""",
+        (time.time(), actor, type_, plugin, property_id, risk_score,
+         json.dumps(detail or {}, default=str)),
+    )  # fmt: skip
+
+
+def list_audit(
+    db: Database, plugin: str | None = None, property_id: str | None = None,
+    type_: str | None = None, since: float | None = None, limit: int = 500,
+) -> list[AuditRow]:  # fmt: skip
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (("plugin", plugin), ("property", property_id), ("type", type_)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if since is not None:
+        clauses.append("at >= ?")
+        params.append(since)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = db.read(f"SELECT * FROM audit_log {where} ORDER BY id DESC LIMIT ?", (*params, limit))
+    return [
+        AuditRow(r["id"], r["at"], r["actor"], r["type"], r["plugin"], r["property"],
+                 r["risk_score"], json.loads(r["detail"]))
+        for r in rows
+    ]  # fmt: skip
