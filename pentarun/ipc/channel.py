@@ -48,6 +48,13 @@ class Channel(Generic[M]):
         self._outbox.append(encode_frame(message, self._max_frame))
         self._wake.set()
 
+    def send_if_open(self, message: Any) -> bool:
+        """Send unless the channel is closed; returns whether it was queued."""
+        if self._closed:
+            return False
+        self.send(message)
+        return True
+
     async def run(self, on_message: Callable[[M], None]) -> None:
         """Read and write until the peer closes; `on_message` is called for each message."""
         try:

@@ -9,7 +9,7 @@ CoreSender = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
 
 
 class CoreClient:
-    """`await ctx.core.call("cameras.list")`: a token-checked call into the core, for one property."""
+    """`await ctx.core.call("cameras.list")`: a token-checked core call for one property."""
 
     def __init__(self, send: CoreSender, property_id: str) -> None:
         self._send = send

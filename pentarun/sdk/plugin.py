@@ -8,6 +8,7 @@ The worker exits when the core sends Stop or closes the channel.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from ..ipc.channel import Channel, ChannelClosed
+from ..ipc.channel import Channel
 from ..ipc.codec import DEFAULT_MAX_FRAME
 from ..ipc.messages import (
     PROTOCOL_VERSION,
@@ -156,10 +157,7 @@ class _Worker:
 
     def _send(self, message: Any) -> None:
         assert self._channel is not None
-        try:
-            self._channel.send(message)
-        except ChannelClosed:
-            pass
+        self._channel.send_if_open(message)
 
     def _dispatch(self, message: CoreMessage) -> None:
         assert self._nursery is not None
@@ -236,11 +234,9 @@ class _Worker:
             )
         else:
             message = Reply(call_id, result)
+        assert self._channel is not None
         try:
-            assert self._channel is not None
-            self._channel.send(message)
-        except ChannelClosed:
-            pass
+            self._channel.send_if_open(message)
         except Exception as exc:  # unencodable or oversized result
             self._send(Failure(call_id, "bad_reply", f"reply cannot be sent: {exc}", 500))
 
@@ -266,13 +262,5 @@ class _ForwardingHandler(logging.Handler):
         if record.name.startswith("trio"):
             return
         message = Log(record.levelno, record.name, self.format(record), record.created)
-        try:
-            self._token.run_sync_soon(self._send, message)
-        except trio.RunFinishedError:
-            pass
-
-    def _send(self, message: Log) -> None:
-        try:
-            self._channel.send(message)
-        except ChannelClosed:
-            pass
+        with contextlib.suppress(trio.RunFinishedError):
+            self._token.run_sync_soon(self._channel.send_if_open, message)

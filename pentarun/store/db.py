@@ -11,6 +11,7 @@ aiosqlite does not run under trio (STACK_NOTES §3), and a thread hop costs ~150
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -142,10 +143,8 @@ class Database:
                 job.error = job.error or exc
         for job in batch:
             if job.token is not None and job.done is not None:
-                try:
+                with contextlib.suppress(trio.RunFinishedError):
                     job.token.run_sync_soon(job.done.set)
-                except trio.RunFinishedError:
-                    pass
 
 
 @asynccontextmanager

@@ -82,8 +82,8 @@ def _plugin(row: sqlite3.Row) -> PluginRow:
 
 
 async def upsert_plugin(
-    db: Database, key: str, name: str, version: str, state: str, reason: str,
-    source_dir: str, manifest: dict[str, Any],
+    db: Database, key: str, *, name: str, version: str, state: str, reason: str = "",
+    source_dir: str = "", manifest: dict[str, Any] | None = None,
 ) -> None:  # fmt: skip
     now = time.time()
     await db.execute(
@@ -93,7 +93,7 @@ async def upsert_plugin(
            ON CONFLICT (key) DO UPDATE SET name=excluded.name, version=excluded.version,
              state=excluded.state, reason=excluded.reason, source_dir=excluded.source_dir,
              manifest=excluded.manifest, updated_at=excluded.updated_at""",
-        (key, name, version, state, reason, source_dir, json.dumps(manifest), now, now),
+        (key, name, version, state, reason, source_dir, json.dumps(manifest or {}), now, now),
     )
 
 
@@ -117,7 +117,7 @@ def set_plugin_state(db: Database, key: str, state: str, reason: str) -> None:
 
 
 def record_event(
-    db: Database, plugin_key: str, type_: str, state: str = "", reason: str = "",
+    db: Database, plugin_key: str, type_: str, *, state: str = "", reason: str = "",
     next_retry_at: float | None = None, detail: dict[str, Any] | None = None,
 ) -> None:  # fmt: skip
     db.defer(
@@ -251,8 +251,9 @@ def assigned_properties(db: Database, plugin_key: str) -> list[str]:
 
 
 async def create_operator(
-    db: Database, operator_id: str, name: str, role: str, token_hash: str, properties: list[str]
-) -> OperatorRow:
+    db: Database, operator_id: str, *, name: str, role: str, token_hash: str,
+    properties: list[str],
+) -> OperatorRow:  # fmt: skip
     row = OperatorRow(operator_id, name, role, properties, time.time())
     await db.execute(
         """INSERT INTO operators (id, name, role, token_hash, properties, created_at)
@@ -277,7 +278,7 @@ def count_operators(db: Database) -> int:
 
 
 def audit(
-    db: Database, actor: str, type_: str, plugin: str = "", property_id: str = "",
+    db: Database, actor: str, type_: str, *, plugin: str = "", property_id: str = "",
     risk_score: int = 0, detail: dict[str, Any] | None = None,
 ) -> None:  # fmt: skip
     db.defer(
@@ -289,7 +290,7 @@ def audit(
 
 
 def list_audit(
-    db: Database, plugin: str | None = None, property_id: str | None = None,
+    db: Database, *, plugin: str | None = None, property_id: str | None = None,
     type_: str | None = None, since: float | None = None, limit: int = 500,
 ) -> list[AuditRow]:  # fmt: skip
     clauses: list[str] = []

@@ -61,8 +61,8 @@ async def test_concurrent_writes_group_commit_and_a_failing_job_rolls_back_alone
 async def test_deferred_writes_are_committed_by_flush(tmp_path):
     async with open_database(tmp_path / "db.sqlite") as db:
         for i in range(50):
-            records.record_event(db, "p", "state_changed", "RUNNING", f"r{i}")
-        records.audit(db, "root", "plugin.call", "p", "prop1")
+            records.record_event(db, "p", "state_changed", state="RUNNING", reason=f"r{i}")
+        records.audit(db, "root", "plugin.call", plugin="p", property_id="prop1")
         await db.flush()
         assert len(records.list_events(db, "p")) == 50
         assert records.list_audit(db, plugin="p")[0].type == "plugin.call"

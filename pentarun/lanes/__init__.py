@@ -1,0 +1,1 @@
+"""The lanes through which workers reach PentaVision: core calls, events, hooks, egress."""

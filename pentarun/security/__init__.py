@@ -1,0 +1,1 @@
+"""Tokens, operators and scopes."""

@@ -1,0 +1,489 @@
+"""One actor per plugin worker: it owns the process, its channel, the mailbox and the policy.
+
+Everything that happens (operator requests, process exits, handshake, health results, ERROR
+logs, timers) becomes a policy event on the actor's inbox; one task feeds them to
+`Policy.step` and carries out the commands. Events from an older worker generation are
+dropped, so a late exit of a killed process never confuses the current one.
+
+The mailbox (`call`) gives every call a deadline, bounds calls in flight (`Busy` beyond
+`max_in_flight`), refuses at once while the worker is not RUNNING, and fails calls in flight
+with `WorkerCrashed` the moment the worker's channel or process ends.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import random
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from ..config import SupervisorConfig
+from ..errors import (
+    Busy,
+    CallTimeout,
+    PentarunError,
+    PropertyNotAssigned,
+    ProtocolError,
+    RemoteError,
+    WorkerCrashed,
+    WorkerUnavailable,
+)
+from ..ipc.channel import Channel, ChannelClosed
+from ..ipc.messages import (
+    PROTOCOL_VERSION,
+    Call,
+    Cancel,
+    CoreCall,
+    CoreFailure,
+    CoreResult,
+    Failure,
+    HealthProbe,
+    HealthReport,
+    Hello,
+    HttpReply,
+    Log,
+    Reply,
+    Stop,
+    TokenRefresh,
+    Welcome,
+    WorkerMessage,
+)
+from ..ipc.messages import Ready as ReadyMessage
+from . import policy
+from .policy import Phase
+from .process import Spawned, WorkerSpec, kill_now, read_lines, spawn, terminate
+
+log = logging.getLogger(__name__)
+
+Result = Reply | HttpReply | Failure | HealthReport
+
+
+@dataclass
+class LogLine:
+    at: float
+    level: str
+    logger: str
+    message: str
+
+
+@dataclass
+class Hooks:
+    """What the actor needs from the rest of the runtime (no import of the gateway or store)."""
+
+    issue_token: Callable[[list[str]], tuple[str, float]]
+    revoke_tokens: Callable[[], None]
+    properties: Callable[[], list[str]]
+    handle_core_call: Callable[[CoreCall], Awaitable[Any]]
+    record: Callable[[str, dict[str, Any]], None]  # (event type, fields) for the event log
+    config: Callable[[], dict[str, Any]] = dict
+
+
+@dataclass
+class _Pending:
+    done: trio.Event = field(default_factory=trio.Event)
+    result: Result | None = None
+    error: PentarunError | None = None
+
+
+class _Generation:
+    """One run of the worker process."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.spawned: Spawned | None = None
+        self.channel: Channel[WorkerMessage] | None = None
+        self.hello: Hello | None = None
+        self.ready = False
+        self.pending: dict[int, _Pending] = {}
+        self.core_calls = 0
+        self.started_at = time.time()
+        self.ended = trio.Event()
+        self.kill_requested = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.spawned.process.pid if self.spawned else None
+
+    def fail_pending(self, error: PentarunError) -> None:
+        for slot in self.pending.values():
+            slot.error = error
+            slot.done.set()
+        self.pending.clear()
+
+
+class WorkerActor:
+    def __init__(
+        self, spec: WorkerSpec, config: SupervisorConfig, hooks: Hooks,
+        scopes: list[str] | None = None,
+    ) -> None:  # fmt: skip
+        self.key = spec.key
+        self.spec = spec
+        self.config = config
+        self.hooks = hooks
+        self.scopes = scopes or []
+        self.policy = policy.Policy(config)
+        self.state = policy.State()
+        self.logs: collections.deque[LogLine] = collections.deque(maxlen=config.log_lines_kept)
+        self.last_exit: str = ""
+        self.last_call: dict[str, Any] = {}
+        self.calls_total = 0
+        self.calls_failed = 0
+        self.last_health: dict[str, Any] = {}
+        self._ids = itertools.count(1)
+        self._gen: _Generation | None = None
+        self._gen_numbers = itertools.count(1)
+        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[policy.Event, int | None]](
+            1024
+        )
+        self._changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._rand = random.Random()
+
+    # --- public surface -------------------------------------------------------------------
+
+    @property
+    def phase(self) -> Phase:
+        return self.state.phase
+
+    @property
+    def pid(self) -> int | None:
+        return self._gen.pid if self._gen and self._gen.spawned else None
+
+    @property
+    def started_at(self) -> float | None:
+        return self._gen.started_at if self._gen else None
+
+    def start(self) -> None:
+        self._post(policy.Start())
+
+    def stop(self, reason: str = "stopped by operator") -> None:
+        self._post(policy.StopRequested(reason))
+
+    def quarantine(self, reason: str) -> None:
+        self._post(policy.QuarantineRequested(reason))
+
+    def release(self) -> None:
+        self._post(policy.Release())
+
+    async def wait_for(self, *phases: Phase) -> Phase:
+        while self.state.phase not in phases:
+            await self._changed.wait()
+        return self.state.phase
+
+    async def call(
+        self, handler: str, property_id: str, params: dict[str, Any],
+        deadline_s: float | None = None,
+    ) -> Reply | HttpReply:  # fmt: skip
+        """Run a handler in the worker for one property."""
+        gen = self._gen
+        if self.state.phase is not Phase.RUNNING or gen is None or gen.channel is None:
+            raise WorkerUnavailable(
+                f"plugin {self.key!r} is {self.state.phase.value.lower()}"
+                + (f": {self.state.reason}" if self.state.reason else ""),
+                {"phase": self.state.phase.value, "reason": self.state.reason,
+                 "next_retry_at": self.state.next_retry_at},
+            )  # fmt: skip
+        if property_id not in self.hooks.properties():
+            raise PropertyNotAssigned(
+                f"plugin {self.key!r} is not enabled for property {property_id!r}",
+                {"property": property_id},
+            )
+        if len(gen.pending) >= self.config.max_in_flight:
+            raise Busy(
+                f"plugin {self.key!r} has {len(gen.pending)} calls in flight",
+                {"max_in_flight": self.config.max_in_flight},
+            )
+        timeout = self.config.call_timeout_s if deadline_s is None else deadline_s
+        call_id = next(self._ids)
+        slot = gen.pending[call_id] = _Pending()
+        self.calls_total += 1
+        self.last_call = {"handler": handler, "property": property_id, "at": time.time()}
+        try:
+            gen.channel.send(Call(call_id, handler, property_id, params, int(timeout * 1000)))
+        except ChannelClosed:
+            gen.pending.pop(call_id, None)
+            self.calls_failed += 1
+            raise WorkerCrashed(f"plugin {self.key!r} worker channel is closed") from None
+        with trio.move_on_after(timeout):
+            await slot.done.wait()
+        if not slot.done.is_set():
+            gen.pending.pop(call_id, None)
+            self.calls_failed += 1
+            gen.channel.send_if_open(Cancel(call_id))
+            raise CallTimeout(f"plugin {self.key!r} did not answer {handler!r} in {timeout:g} s")
+        if slot.error is not None:
+            self.calls_failed += 1
+            raise slot.error
+        result = slot.result
+        if isinstance(result, Failure):
+            self.calls_failed += 1
+            raise RemoteError(result.code, result.message, result.status)
+        assert isinstance(result, Reply | HttpReply)
+        return result
+
+    def refresh_token(self) -> None:
+        """Re-issue the worker's token now (e.g. its property assignments changed)."""
+        gen = self._gen
+        if gen is not None and gen.channel is not None and gen.hello is not None:
+            token, expires = self.hooks.issue_token(self.hooks.properties())
+            gen.channel.send_if_open(TokenRefresh(token, expires))
+
+    # --- the actor loop -------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            async for event, generation in self._inbox:
+                if generation is not None and (self._gen is None or generation != self._gen.number):
+                    continue  # from a worker generation that is gone
+                self._apply(event)
+
+    def _post(self, event: policy.Event, generation: int | None = None) -> None:
+        try:
+            self._inbox_send.send_nowait((event, generation))
+        except trio.WouldBlock:
+            log.warning("plugin %s: inbox full, dropped %s", self.key, type(event).__name__)
+
+    def _apply(self, event: policy.Event) -> None:
+        before = self.state
+        self.state, commands = self.policy.step(before, event, trio.current_time(),
+                                                self._rand.random())  # fmt: skip
+        for command in commands:
+            self._execute(command)
+        if self.state.phase is not before.phase:
+            self._changed.set()
+            self._changed = trio.Event()
+
+    def _execute(self, command: policy.Command) -> None:
+        assert self._nursery is not None
+        match command:
+            case policy.Spawn():
+                self._gen = _Generation(next(self._gen_numbers))
+                self._nursery.start_soon(self._run_generation, self._gen)
+            case policy.Kill(graceful=graceful):
+                if self._gen is not None:
+                    self._nursery.start_soon(self._kill, self._gen, graceful)
+            case policy.WakeAt(at=at):
+                self._nursery.start_soon(self._wake_at, at)
+            case policy.Transition(phase=phase, reason=reason, next_retry_at=retry):
+                wall_retry = None if retry is None else time.time() + retry - trio.current_time()
+                log.info("plugin %s: %s (%s)", self.key, phase.value, reason)
+                self.hooks.record(
+                    "state_changed",
+                    {"state": phase.value, "reason": reason, "next_retry_at": wall_retry,
+                     "restarts": self.state.restarts, "pid": self.pid},
+                )  # fmt: skip
+            case policy.EnterQuarantine(rule=rule, reason=reason):
+                self.hooks.revoke_tokens()
+                if self._gen is not None:
+                    self._gen.fail_pending(WorkerUnavailable(f"plugin {self.key!r} quarantined"))
+                self.hooks.record(
+                    "quarantined",
+                    {"state": Phase.QUARANTINED.value, "rule": rule, "reason": reason,
+                     "evidence": self.evidence()},
+                )  # fmt: skip
+
+    def evidence(self) -> dict[str, Any]:
+        return {
+            "last_exit": self.last_exit,
+            "last_log_lines": [f"{ln.level} {ln.logger}: {ln.message}" for ln in self.logs][-20:],
+            "last_call": self.last_call,
+        }
+
+    async def _wake_at(self, at: float) -> None:
+        await trio.sleep_until(at)
+        self._post(policy.Wake())
+
+    async def _kill(self, gen: _Generation, graceful: bool) -> None:
+        spawned = gen.spawned
+        if spawned is None:  # still spawning: _run_generation kills it once it exists
+            gen.kill_requested = True
+            return
+        if not graceful:
+            kill_now(spawned.process)
+            return
+
+        def request_stop() -> None:
+            if gen.channel is not None:
+                gen.channel.send_if_open(Stop("stop requested by supervisor"))
+
+        await terminate(spawned.process, request_stop, self.config.stop_timeout_s)
+
+    # --- one worker generation ------------------------------------------------------------
+
+    async def _run_generation(self, gen: _Generation) -> None:
+        try:
+            gen.spawned = await spawn(self.spec, self.config.max_frame_bytes)
+        except OSError as exc:
+            self.last_exit = f"could not be started: {exc}"
+            self._add_log("ERROR", "pentarun.supervisor", self.last_exit)
+            self._post(policy.Exited(code=None), gen.number)
+            return
+        process = gen.spawned.process
+        if gen.kill_requested:
+            kill_now(process)
+        gen.channel = Channel(gen.spawned.channel_stream, WorkerMessage,
+                              self.config.max_frame_bytes)  # fmt: skip
+        channel_done, output_done = trio.Event(), trio.Event()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read_channel, gen, channel_done)
+                nursery.start_soon(self._read_output, gen, output_done)
+                nursery.start_soon(self._startup_deadline, gen)
+                nursery.start_soon(self._health_loop, gen)
+                nursery.start_soon(self._token_refresh_loop, gen)
+                await process.wait()
+                gen.fail_pending(WorkerCrashed(f"plugin {self.key!r} worker exited"))
+                with trio.move_on_after(1.0):  # collect the last frames and output lines
+                    await channel_done.wait()
+                    await output_done.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            kill_now(process)
+            with trio.CancelScope(shield=True), trio.move_on_after(10):
+                await process.wait()  # reap it, even when the supervisor is being cancelled
+                await gen.spawned.output.aclose()
+                await gen.spawned.channel_stream.aclose()
+            gen.ended.set()
+        code = process.returncode
+        assert code is not None
+        exited = policy.Exited(code=code) if code >= 0 else policy.Exited(signal=-code)
+        self.last_exit = policy.describe_exit(exited)
+        if code < 0:
+            self.last_exit += f" ({signal.Signals(-code).name})"
+        self._post(exited, gen.number)
+
+    async def _read_channel(self, gen: _Generation, done: trio.Event) -> None:
+        assert gen.channel is not None
+        try:
+            await gen.channel.run(lambda message: self._on_message(gen, message))
+        except* ProtocolError as group:
+            detail = str(group.exceptions[0])
+            self._add_log("ERROR", "pentarun.supervisor", f"protocol violation: {detail}")
+            self._post(policy.ProtocolViolation(detail), gen.number)
+        finally:
+            gen.fail_pending(WorkerCrashed(f"plugin {self.key!r} worker channel closed"))
+            done.set()
+
+    async def _read_output(self, gen: _Generation, done: trio.Event) -> None:
+        assert gen.spawned is not None
+        try:
+            await read_lines(gen.spawned.output,
+                             lambda line: self._add_log("OUTPUT", "stdout", line))  # fmt: skip
+        finally:
+            done.set()
+
+    async def _startup_deadline(self, gen: _Generation) -> None:
+        await trio.sleep(self.config.startup_timeout_s)
+        if not gen.ready:
+            self._add_log("ERROR", "pentarun.supervisor", "no handshake before the deadline")
+            self._post(policy.StartupTimeout(), gen.number)
+
+    async def _health_loop(self, gen: _Generation) -> None:
+        c = self.config
+        while True:
+            await trio.sleep(c.health_interval_s)
+            if not gen.ready or gen.channel is None:
+                continue
+            call_id = next(self._ids)
+            slot = gen.pending[call_id] = _Pending()
+            started = trio.current_time()
+            if not gen.channel.send_if_open(HealthProbe(call_id)):
+                return
+            with trio.move_on_after(c.health_timeout_s):
+                await slot.done.wait()
+            gen.pending.pop(call_id, None)
+            latency_ms = (trio.current_time() - started) * 1000
+            report = slot.result
+            if isinstance(report, HealthReport) and report.ok:
+                self.last_health = {"ok": True, "at": time.time(), "latency_ms": latency_ms,
+                                    "detail": report.detail}  # fmt: skip
+                self._post(policy.HealthOk(), gen.number)
+            else:
+                why = (
+                    f"no answer within {c.health_timeout_s:g} s" if not slot.done.is_set()
+                    else "worker reported unhealthy"
+                )  # fmt: skip
+                detail = report.detail if isinstance(report, HealthReport) else {}
+                self.last_health = {"ok": False, "at": time.time(), "error": why,
+                                    "detail": detail}  # fmt: skip
+                self._post(policy.HealthFailed(why), gen.number)
+            self.hooks.record("health", dict(self.last_health, latency_ms=latency_ms))
+
+    async def _token_refresh_loop(self, gen: _Generation) -> None:
+        while True:
+            await trio.sleep(self.config.token_ttl_s * 2 / 3)
+            if self._gen is gen:
+                self.refresh_token()
+
+    def _on_message(self, gen: _Generation, message: WorkerMessage) -> None:
+        if gen.hello is None and not isinstance(message, Hello):
+            raise ProtocolError(f"expected hello first, got {type(message).__name__}")
+        match message:
+            case Reply() | HttpReply() | Failure() | HealthReport():
+                slot = gen.pending.pop(message.id, None)
+                if slot is not None:  # a late answer to a call that timed out is dropped
+                    slot.result = message
+                    slot.done.set()
+            case CoreCall():
+                self._on_core_call(gen, message)
+            case Log(level=level, logger=name, message=text):
+                self._add_log(logging.getLevelName(level), name, text)
+                if level >= logging.ERROR:
+                    self._post(policy.ErrorLogged(), gen.number)
+            case Hello():
+                self._on_hello(gen, message)
+            case ReadyMessage():
+                if gen.ready:
+                    raise ProtocolError("ready sent twice")
+                gen.ready = True
+                self._post(policy.Ready(), gen.number)
+
+    def _on_hello(self, gen: _Generation, hello: Hello) -> None:
+        if gen.hello is not None:
+            raise ProtocolError("hello sent twice")
+        if hello.protocol != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"worker speaks protocol {hello.protocol}, the core speaks {PROTOCOL_VERSION}"
+            )
+        gen.hello = hello
+        token, expires = self.hooks.issue_token(self.hooks.properties())
+        assert gen.channel is not None
+        gen.channel.send(Welcome(PROTOCOL_VERSION, self.key, token, expires, self.hooks.config()))
+
+    def _on_core_call(self, gen: _Generation, call: CoreCall) -> None:
+        assert self._nursery is not None and gen.channel is not None
+        if gen.core_calls >= self.config.max_in_flight:
+            gen.channel.send(CoreFailure(call.id, "busy", "too many core calls in flight", 429))
+            return
+        gen.core_calls += 1
+        self._nursery.start_soon(self._serve_core_call, gen, call)
+
+    async def _serve_core_call(self, gen: _Generation, call: CoreCall) -> None:
+        assert gen.channel is not None
+        reply: CoreResult | CoreFailure
+        try:
+            with trio.fail_after(self.config.call_timeout_s):
+                value = await self.hooks.handle_core_call(call)
+            reply = CoreResult(call.id, value)
+        except PentarunError as exc:
+            reply = CoreFailure(call.id, exc.error_code, exc.message, exc.http_status)
+        except trio.TooSlowError:
+            reply = CoreFailure(call.id, "call_timeout", f"core call {call.name!r} timed out", 504)
+        except Exception as exc:
+            log.exception("core call %s from %s failed", call.name, self.key)
+            reply = CoreFailure(call.id, "internal_error", f"{type(exc).__name__}", 500)
+        finally:
+            gen.core_calls -= 1
+        gen.channel.send_if_open(reply)
+
+    def _add_log(self, level: str, logger: str, message: str) -> None:
+        self.logs.append(LogLine(time.time(), level, logger, message))

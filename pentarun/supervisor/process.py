@@ -1,0 +1,133 @@
+"""Worker processes: spawn with a socketpair channel, stop gracefully, collect output.
+
+The worker gets its end of a Unix socketpair as fd `PENTARUN_IPC_FD` (never stdin/stdout); its
+stdout and stderr share one pipe that the actor reads line by line. The parent closes its copy
+of the child's end at once, so the channel sees EOF when the worker dies. Workers run in their
+own session, so a Ctrl-C meant for the server does not hit them before a graceful stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from ..sdk.plugin import IPC_FD_ENV, MAX_FRAME_ENV
+
+ENTRYPOINT = Path("worker") / "plugin_worker.py"
+MAX_LINE = 4096
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """How to start one plugin's worker."""
+
+    key: str
+    root: Path
+    python: str = sys.executable
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def entrypoint(self) -> Path:
+        return self.root / ENTRYPOINT
+
+
+@dataclass
+class Spawned:
+    process: trio.Process
+    channel_stream: trio.SocketStream
+    output: trio.lowlevel.FdStream
+
+
+async def spawn(spec: WorkerSpec, max_frame: int) -> Spawned:
+    parent, child = socket.socketpair()
+    out_read, out_write = os.pipe()
+    env = {
+        **os.environ,
+        **spec.env,
+        IPC_FD_ENV: str(child.fileno()),
+        MAX_FRAME_ENV: str(max_frame),
+        "PYTHONUNBUFFERED": "1",
+    }
+    try:
+        process = await trio.lowlevel.open_process(
+            [spec.python, str(spec.entrypoint)],
+            cwd=str(spec.root),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out_write,
+            stderr=out_write,
+            pass_fds=(child.fileno(),),
+            start_new_session=True,
+        )
+    except BaseException:
+        parent.close()
+        os.close(out_read)
+        raise
+    finally:
+        child.close()
+        os.close(out_write)
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent))
+    return Spawned(process, stream, trio.lowlevel.FdStream(out_read))
+
+
+async def read_lines(stream: trio.lowlevel.FdStream, on_line: Callable[[str], None]) -> None:
+    """Call `on_line` for each line of output until EOF; over-long lines are cut."""
+    pending = b""
+    async with stream:
+        while True:
+            try:
+                data = await stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                if pending:
+                    on_line(pending[:MAX_LINE].decode(errors="replace"))
+                return
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                on_line(line[:MAX_LINE].decode(errors="replace").rstrip("\r"))
+            if len(pending) > MAX_LINE:
+                on_line(pending[:MAX_LINE].decode(errors="replace"))
+                pending = b""
+
+
+async def terminate(
+    process: trio.Process, request_stop: Callable[[], None] | None, grace_s: float
+) -> None:
+    """Graceful request (if given), then SIGTERM, then SIGKILL; each step waits `grace_s`."""
+    if request_stop is not None:
+        request_stop()
+        with trio.move_on_after(grace_s):
+            await process.wait()
+            return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if process.returncode is not None:
+            return
+        _signal_group(process, sig)
+        with trio.move_on_after(grace_s if sig == signal.SIGTERM else 30):
+            await process.wait()
+            return
+
+
+def kill_now(process: trio.Process) -> None:
+    if process.returncode is None:
+        _signal_group(process, signal.SIGKILL)
+
+
+def _signal_group(process: trio.Process, sig: signal.Signals) -> None:
+    """Signal the worker's whole session, so children it started die with it."""
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(sig)

@@ -1,0 +1,65 @@
+"""Real worker processes, a real SQLite file."""
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+from pentarun.config import SupervisorConfig
+from pentarun.security.tokens import PluginTokens
+from pentarun.store import records
+from pentarun.store.db import Database, open_database
+from pentarun.supervisor.actor import WorkerActor
+from pentarun.supervisor.process import WorkerSpec
+from pentarun.supervisor.supervisor import Supervisor
+
+PLUGINS = Path(__file__).parent / "plugins"
+
+FAST = SupervisorConfig(
+    backoff_initial_s=0.05, backoff_max_s=0.2, crash_window_s=30, health_interval_s=0.1,
+    health_timeout_s=0.1, startup_timeout_s=10, stop_timeout_s=1, call_timeout_s=5,
+)  # fmt: skip
+
+
+class Harness:
+    def __init__(self, supervisor: Supervisor, db: Database) -> None:
+        self.supervisor = supervisor
+        self.db = db
+
+    async def start(
+        self, key: str, mode: str = "", properties: tuple[str, ...] = ("p1",),
+        plugin: str = "probe",
+    ) -> WorkerActor:  # fmt: skip
+        await records.upsert_plugin(self.db, key, name=key, version="1.0.0", state="ENABLED")
+        for prop in properties:
+            if records.get_property(self.db, prop) is None:
+                await records.create_property(self.db, prop, prop)
+            await records.assign_property(self.db, key, prop)
+        spec = WorkerSpec(key, PLUGINS / plugin, env={"PROBE_MODE": mode})
+        actor = await self.supervisor.add(spec, ["properties:read"])
+        actor.start()
+        return actor
+
+
+@asynccontextmanager
+async def harness(tmp_path: Path, config: SupervisorConfig = FAST) -> AsyncIterator[Harness]:
+    async with open_database(tmp_path / "pentarun.db") as db, trio.open_nursery() as nursery:
+        supervisor = Supervisor(config, db, PluginTokens())
+        await nursery.start(supervisor.run)
+        try:
+            yield Harness(supervisor, db)
+        finally:
+            with trio.CancelScope(shield=True):
+                await supervisor.stop_all(5)
+            nursery.cancel_scope.cancel()
+
+
+Waiter = Callable[[], bool]
+
+
+async def eventually(predicate: Waiter, within_s: float = 10.0) -> None:
+    """Poll state that other tasks own (worker processes, logs) until it holds."""
+    with trio.fail_after(within_s):
+        while not predicate():  # noqa: ASYNC110
+            await trio.sleep(0.02)

@@ -1,0 +1,98 @@
+"""A plugin that misbehaves on request, for the supervision tests.
+
+PROBE_MODE: "" (normal), "crash_on_start", "hang_health", "no_handshake", "old_protocol".
+"""
+
+import logging
+import os
+import sys
+
+import trio
+
+from pentarun.sdk import Context, CoreClient, Error, Plugin, Response
+
+MODE = os.environ.get("PROBE_MODE", "")
+log = logging.getLogger("probe")
+
+if MODE == "crash_on_start":
+    sys.exit(3)
+if MODE == "no_handshake":
+    import time
+
+    time.sleep(3600)
+if MODE == "old_protocol":
+    import pentarun.sdk.plugin as sdk_plugin
+
+    sdk_plugin.PROTOCOL_VERSION = 99  # type: ignore[misc]
+
+plugin = Plugin()
+
+
+@plugin.handler("echo")
+async def echo(ctx: Context, params: dict) -> dict:
+    return {"property": ctx.property, "params": params}
+
+
+@plugin.handler("print")
+async def noisy(ctx: Context, params: dict) -> dict:
+    print("debug: hello from print()", flush=True)
+    sys.stdout.write("more stdout noise\n")
+    return {"printed": True}
+
+
+@plugin.handler("store.roundtrip")
+async def store_roundtrip(ctx: Context, params: dict) -> dict:
+    if "set" in params:
+        await ctx.store.set("value", params["set"])
+    return {"value": await ctx.store.get("value"), "keys": await ctx.store.keys()}
+
+
+@plugin.handler("read_other_property")
+async def read_other(ctx: Context, params: dict) -> dict:
+    other = CoreClient(ctx.core._send, params["property"])
+    return {"value": await other.call("store.get", key="value")}
+
+
+@plugin.handler("fail")
+async def fail(ctx: Context, params: dict) -> dict:
+    raise Error("not_found", "no such thing", 404)
+
+
+@plugin.handler("raw")
+async def raw(ctx: Context, params: dict) -> Response:
+    return Response(201, b"\x89PNG", {"X-Probe": "1"}, "image/png")
+
+
+@plugin.handler("storm")
+async def storm(ctx: Context, params: dict) -> dict:
+    for i in range(int(params.get("count", 20))):
+        log.error("storm record %d", i)
+    return {"logged": True}
+
+
+@plugin.handler("garbage")
+async def garbage(ctx: Context, params: dict) -> dict:
+    os.write(int(os.environ["PENTARUN_IPC_FD"]), b"\xff\xff\xff\xffnot a frame at all")
+    return {}
+
+
+@plugin.handler("sleep")
+async def sleep(ctx: Context, params: dict) -> dict:
+    await trio.sleep(float(params.get("seconds", 1)))
+    return {"slept": True}
+
+
+@plugin.handler("exit")
+async def exit_now(ctx: Context, params: dict) -> dict:
+    os._exit(int(params.get("code", 1)))
+
+
+@plugin.health
+async def health(ctx: Context) -> dict:
+    if MODE == "hang_health":
+        await trio.sleep_forever()
+    return {"ok": True, "mode": MODE}
+
+
+if __name__ == "__main__":
+    plugin.run()
