@@ -1,0 +1,1 @@
+"""HTTP surfaces: the admin API and the plugin listeners."""

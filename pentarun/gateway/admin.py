@@ -1,0 +1,182 @@
+"""Admin API (thin: parse, authorize, call, render). Errors become JSON in one handler.
+
+Every route but /healthz, /readyz and /metrics needs an operator bearer token.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from ..errors import BadRequest, Conflict, NotFound, PentarunError
+from ..ipc.messages import HttpReply
+from ..security.operators import authenticate
+from ..store import records
+
+if TYPE_CHECKING:
+    from ..runtime import Services
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S")
+Handler = Callable[..., Awaitable[Any]]
+
+
+class CallRequest(msgspec.Struct, forbid_unknown_fields=True):
+    handler: str
+    property: str
+    params: dict[str, Any] = {}
+
+
+class PropertyRequest(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    name: str
+
+
+async def parse_body(kind: type[S]) -> S:
+    body = await request.get_data()
+    try:
+        return msgspec.json.decode(body or b"{}", type=kind)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid request body: {exc}") from exc
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(data), status=status, content_type="application/json")
+
+
+def create_admin_app(services: Services) -> QuartTrio:
+    app = QuartTrio("pentarun.admin")
+    db, registry, supervisor = services.db, services.registry, services.supervisor
+
+    def operator(handler: Handler) -> Handler:
+        """Require an operator token; the route gets the operator as `op`."""
+
+        @wraps(handler)
+        async def checked(**kwargs: Any) -> Any:
+            op = authenticate(db, request.headers.get("Authorization"))
+            return await handler(op=op, **kwargs)
+
+        return checked
+
+    @app.errorhandler(PentarunError)
+    async def pentarun_error(exc: PentarunError) -> Response:
+        response = json_response(exc.to_json(), exc.http_status)
+        if exc.http_status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="pentarun"'
+        return response
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        body = {"error": {"code": code, "message": exc.description or code, "details": {}}}
+        return json_response(body, exc.code or 500)
+
+    @app.errorhandler(Exception)
+    async def unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error in admin API")
+        body = {"error": {"code": "internal_error", "message": "internal error", "details": {}}}
+        return json_response(body, 500)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        ready = services.ready.is_set()
+        return json_response({"ready": ready}, 200 if ready else 503)
+
+    @app.get("/api/plugins")
+    @operator
+    async def list_plugins(op: records.OperatorRow) -> Response:
+        rows = records.list_plugins(db)
+        return json_response({"plugins": [registry.summary(row) for row in rows]})
+
+    @app.get("/api/plugins/<key>")
+    @operator
+    async def plugin_detail(op: records.OperatorRow, key: str) -> Response:
+        return json_response(registry.detail(key))
+
+    @app.post("/api/plugins/<key>/call")
+    @operator
+    async def call_plugin(op: records.OperatorRow, key: str) -> Response:
+        body = await parse_body(CallRequest)
+        registry.plugin(key)
+        actor = supervisor.get(key)
+        records.audit(db, f"operator:{op.name}", "plugin.call", plugin=key,
+                      property_id=body.property, detail={"handler": body.handler})  # fmt: skip
+        reply = await actor.call(body.handler, body.property, body.params)
+        if isinstance(reply, HttpReply):
+            return Response(reply.body, status=reply.status, headers=reply.headers,
+                            content_type=reply.content_type)  # fmt: skip
+        return json_response({"result": reply.value})
+
+    @app.put("/api/plugins/<key>/properties/<pid>")
+    @operator
+    async def assign(op: records.OperatorRow, key: str, pid: str) -> Response:
+        await registry.assign(key, pid)
+        records.audit(db, f"operator:{op.name}", "plugin.property_assigned", plugin=key,
+                      property_id=pid)  # fmt: skip
+        return json_response({"plugin": key, "property": pid, "assigned": True})
+
+    @app.delete("/api/plugins/<key>/properties/<pid>")
+    @operator
+    async def unassign(op: records.OperatorRow, key: str, pid: str) -> Response:
+        await registry.unassign(key, pid)
+        records.audit(db, f"operator:{op.name}", "plugin.property_unassigned", plugin=key,
+                      property_id=pid)  # fmt: skip
+        return json_response({"plugin": key, "property": pid, "assigned": False})
+
+    @app.get("/api/plugins/<key>/events")
+    @operator
+    async def plugin_events(op: records.OperatorRow, key: str) -> Response:
+        registry.plugin(key)
+        return json_response({"events": records.list_events(db, key)})
+
+    @app.get("/api/plugins/<key>/health")
+    @operator
+    async def plugin_health(op: records.OperatorRow, key: str) -> Response:
+        registry.plugin(key)
+        return json_response({"checks": records.list_health(db, key)})
+
+    @app.get("/api/plugins/<key>/logs")
+    @operator
+    async def plugin_logs(op: records.OperatorRow, key: str) -> Response:
+        registry.plugin(key)
+        actor = supervisor.actors.get(key)
+        return json_response({"lines": list(actor.logs) if actor else []})
+
+    @app.post("/api/properties")
+    @operator
+    async def create_property(op: records.OperatorRow) -> Response:
+        body = await parse_body(PropertyRequest)
+        if records.get_property(db, body.id) is not None:
+            raise Conflict(f"property {body.id!r} exists")
+        row = await records.create_property(db, body.id, body.name)
+        records.audit(db, f"operator:{op.name}", "property.created", property_id=body.id)
+        return json_response(row, 201)
+
+    @app.get("/api/properties")
+    @operator
+    async def list_properties(op: records.OperatorRow) -> Response:
+        return json_response({"properties": records.list_properties(db)})
+
+    @app.get("/api/properties/<pid>")
+    @operator
+    async def get_property(op: records.OperatorRow, pid: str) -> Response:
+        row = records.get_property(db, pid)
+        if row is None:
+            raise NotFound(f"no property {pid!r}")
+        return json_response(row)
+
+    return app

@@ -1,0 +1,138 @@
+"""The root nursery: opens the store, starts the supervisor and the admin server; shutdown order.
+
+store -> supervisor -> plugins -> admin server -> run.json -> ready
+shutdown (SIGINT/SIGTERM or cancel): admin server drains, every worker stops, store closes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from . import __version__
+from .config import Config
+from .gateway.admin import create_admin_app
+from .registry import Registry, read_source_definition
+from .security.operators import ensure_root
+from .security.tokens import PluginTokens
+from .store import records
+from .store.db import Database, open_database
+from .supervisor.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+DEMO_PROPERTY = ("demo", "Demo property")
+BUNDLED_PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
+
+
+@dataclass
+class Options:
+    plugin_dirs: list[Path] = field(default_factory=list)
+    demo: bool = False
+
+
+@dataclass
+class Services:
+    config: Config
+    data_dir: Path
+    db: Database
+    supervisor: Supervisor
+    registry: Registry
+    ready: trio.Event = field(default_factory=trio.Event)
+    admin_url: str = ""
+    listeners: dict[str, str] = field(default_factory=dict)
+
+    def write_run_file(self) -> None:
+        """`run.json`: pid and the URLs actually bound; replaced atomically."""
+        data = {"pid": os.getpid(), "version": __version__, "admin_url": self.admin_url,
+                "listeners": self.listeners}  # fmt: skip
+        tmp = self.data_dir / "run.json.tmp"
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(self.data_dir / "run.json")
+
+
+def _hypercorn_config(bind: str) -> HypercornConfig:
+    cfg = HypercornConfig()
+    cfg.bind = [bind]
+    cfg.graceful_timeout = 1.0
+    cfg.accesslog = None
+    cfg.errorlog = logging.getLogger("hypercorn.error")
+    return cfg
+
+
+def _first_http_url(binds: list[str]) -> str:
+    return next((b for b in binds if b.startswith("http://")), binds[0])
+
+
+async def run_server(
+    config: Config,
+    options: Options,
+    *,
+    task_status: trio.TaskStatus[Services] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run until SIGINT/SIGTERM or cancellation; reports the Services once ready."""
+    data_dir = Path(await trio.Path(config.server.data_dir).absolute())
+    await trio.Path(data_dir).mkdir(parents=True, exist_ok=True)
+    async with open_database(data_dir / "pentarun.db") as db, trio.open_nursery() as nursery:
+        token_file = await ensure_root(db, data_dir)
+        if token_file is not None:
+            log.warning("created the root operator token in %s", token_file)
+        supervisor = Supervisor(config.supervisor, db, PluginTokens())
+        await nursery.start(supervisor.run)
+        services = Services(config, data_dir, db, supervisor, Registry(db, supervisor))
+        try:
+            for plugin_dir in options.plugin_dirs:
+                await services.registry.run_from_source(plugin_dir)
+            if options.demo:
+                await _seed_demo(services)
+
+            shutdown = trio.Event()
+            app = create_admin_app(services)
+            binds = await nursery.start(
+                lambda task_status: hypercorn_serve(
+                    app, _hypercorn_config(config.server.admin_bind),
+                    shutdown_trigger=shutdown.wait, task_status=task_status,
+                )
+            )  # fmt: skip
+            services.admin_url = _first_http_url(binds)
+            services.write_run_file()
+            services.ready.set()
+            log.info("pentarun %s: admin API on %s", __version__, services.admin_url)
+            task_status.started(services)
+            await _wait_for_signal()
+            log.info("shutting down")
+            services.ready = trio.Event()
+            shutdown.set()
+        finally:
+            with trio.CancelScope(shield=True):
+                await supervisor.stop_all(config.supervisor.stop_timeout_s * 2 + 1)
+                await db.flush()
+            nursery.cancel_scope.cancel()
+
+
+async def _wait_for_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s", signal.Signals(signum).name)
+            return
+
+
+async def _seed_demo(services: Services) -> None:
+    """A demo property with the bundled example plugin enabled for it."""
+    db = services.db
+    pid, name = DEMO_PROPERTY
+    if records.get_property(db, pid) is None:
+        await records.create_property(db, pid, name)
+    for root in sorted(p for p in BUNDLED_PLUGINS.iterdir() if (p / "definition.json").is_file()):
+        _, definition, _ = read_source_definition(root)
+        if definition.key not in services.supervisor.actors:
+            await services.registry.run_from_source(root)
+        await services.registry.assign(definition.key, pid)
