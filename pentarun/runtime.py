@@ -58,6 +58,9 @@ class Services:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         tmp.replace(self.data_dir / "run.json")
 
+    def remove_run_file(self) -> None:
+        (self.data_dir / "run.json").unlink(missing_ok=True)
+
 
 def _hypercorn_config(bind: str) -> HypercornConfig:
     cfg = HypercornConfig()
@@ -115,6 +118,7 @@ async def run_server(
             with trio.CancelScope(shield=True):
                 await supervisor.stop_all(config.supervisor.stop_timeout_s * 2 + 1)
                 await db.flush()
+                services.remove_run_file()
             nursery.cancel_scope.cancel()
 
 

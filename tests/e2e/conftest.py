@@ -61,5 +61,5 @@ Waiter = Callable[[], bool]
 async def eventually(predicate: Waiter, within_s: float = 10.0) -> None:
     """Poll state that other tasks own (worker processes, logs) until it holds."""
     with trio.fail_after(within_s):
-        while not predicate():  # noqa: ASYNC110
+        while not predicate():
             await trio.sleep(0.02)

@@ -1,0 +1,182 @@
+"""`pentarun serve` as a real process: real sockets, a real SQLite file, real workers."""
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from .conftest import PLUGINS
+
+
+class Server:
+    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pentarun", "serve", "--data-dir", str(data_dir),
+             "--admin-bind", "127.0.0.1:0", *args],
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+
+    async def started(self) -> "Server":
+        try:
+            run = await self._run_file()
+        except BaseException:
+            self.stop(signal.SIGKILL)
+            raise
+        self.url = run["admin_url"]
+        self.token = (self.data_dir / "admin.token").read_text().strip()
+        return self
+
+    async def _run_file(self) -> dict:
+        run_file = self.data_dir / "run.json"
+        with trio.fail_after(20):
+            while True:
+                assert self.process.poll() is None, self.process.stderr.read().decode()
+                if run_file.exists():
+                    run = json.loads(run_file.read_text())
+                    if run["pid"] == self.process.pid:
+                        return run
+                await trio.sleep(0.05)
+
+    def client(self, token: str | None = "root") -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {self.token}"} if token == "root" else {}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=10)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout=20)
+        self.process.stderr.close()
+        return code
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return tmp_path / "var"
+
+
+async def wait_running(client: httpx.AsyncClient, key: str) -> dict:
+    with trio.fail_after(15):
+        while True:
+            detail = (await client.get(f"/api/plugins/{key}")).json()
+            if detail["worker"] and detail["worker"]["state"] == "RUNNING":
+                return detail
+            await trio.sleep(0.05)
+
+
+async def test_serve_runs_a_plugin_from_source_and_calls_it(data_dir):
+    server = await Server(data_dir, "--plugin-dir", str(PLUGINS / "probe")).started()
+    try:
+        assert stat.S_IMODE((data_dir / "admin.token").stat().st_mode) == 0o600
+        async with server.client() as client:
+            assert (await client.get("/healthz")).status_code == 200
+            assert (await client.get("/readyz")).json() == {"ready": True}
+            assert (
+                await client.post("/api/properties", json={"id": "p1", "name": "One"})
+            ).status_code == 201
+            assert (await client.put("/api/plugins/probe/properties/p1")).status_code == 200
+            detail = await wait_running(client, "probe")
+            assert detail["properties"] == ["p1"] and detail["worker"]["pid"] > 0
+            call = {"handler": "store.roundtrip", "property": "p1", "params": {"set": 5}}
+            response = await client.post("/api/plugins/probe/call", json=call)
+            assert response.json() == {"result": {"value": 5, "keys": ["value"]}}
+            raw = await client.post("/api/plugins/probe/call",
+                                    json={"handler": "raw", "property": "p1"})  # fmt: skip
+            assert raw.status_code == 201 and raw.content == b"\x89PNG"
+            assert raw.headers["content-type"] == "image/png" and raw.headers["x-probe"] == "1"
+            failed = await client.post("/api/plugins/probe/call",
+                                       json={"handler": "fail", "property": "p1"})  # fmt: skip
+            assert failed.status_code == 404
+            assert failed.json()["error"]["code"] == "not_found"
+            other = await client.post("/api/plugins/probe/call",
+                                      json={"handler": "echo", "property": "p2"})  # fmt: skip
+            assert other.status_code == 403
+            assert other.json()["error"]["code"] == "property_not_assigned"
+            bad = await client.post("/api/plugins/probe/call", content=b"{not json")
+            assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
+            missing = await client.post("/api/plugins/probe/call", json={"property": "p1"})
+            assert missing.status_code == 400 and "handler" in missing.json()["error"]["message"]
+            assert (await client.get("/api/plugins/nope")).status_code == 404
+            assert (await client.get("/api/nowhere")).json()["error"]["code"] == "not_found"
+            events = (await client.get("/api/plugins/probe/events")).json()["events"]
+            assert any(e["state"] == "RUNNING" for e in events)
+        async with server.client(token=None) as anonymous:
+            refused = await anonymous.post("/api/plugins/probe/call", json=call)
+            assert refused.status_code == 401 and "Bearer" in refused.headers["www-authenticate"]
+            wrong = await anonymous.get("/api/plugins",
+                                        headers={"Authorization": "Bearer pvo_nope"})  # fmt: skip
+            assert wrong.status_code == 401
+        pid = detail["worker"]["pid"]
+    finally:
+        assert server.stop() == 0
+    with pytest.raises(ProcessLookupError):  # the worker was stopped with the server
+        os.kill(pid, 0)
+
+
+async def test_state_and_token_survive_a_restart(data_dir):
+    server = await Server(data_dir, "--plugin-dir", str(PLUGINS / "probe")).started()
+    try:
+        async with server.client() as client:
+            await client.post("/api/properties", json={"id": "p1", "name": "One"})
+            await client.put("/api/plugins/probe/properties/p1")
+            await wait_running(client, "probe")
+            call = {"handler": "store.roundtrip", "property": "p1", "params": {"set": "kept"}}
+            assert (await client.post("/api/plugins/probe/call", json=call)).status_code == 200
+    finally:
+        server.stop(signal.SIGINT)
+    assert not (data_dir / "run.json").exists()
+    token = server.token
+    server = await Server(data_dir, "--plugin-dir", str(PLUGINS / "probe")).started()
+    try:
+        assert server.token == token
+        async with server.client() as client:
+            await wait_running(client, "probe")
+            call = {"handler": "store.roundtrip", "property": "p1"}
+            result = (await client.post("/api/plugins/probe/call", json=call)).json()
+            assert result == {"result": {"value": "kept", "keys": ["value"]}}
+    finally:
+        server.stop()
+
+
+async def test_demo_serves_the_hello_plugin(data_dir):
+    server = await Server(data_dir, "--demo").started()
+    try:
+        async with server.client() as client:
+            await wait_running(client, "hello")
+            call = {"handler": "hello", "property": "demo", "params": {"name": "Ada"}}
+            result = (await client.post("/api/plugins/hello/call", json=call)).json()["result"]
+            assert result["greeting"] == "Hello, Ada!" and result["property"]["id"] == "demo"
+    finally:
+        server.stop()
+
+
+async def test_a_crash_looping_plugin_leaves_the_server_serving(data_dir):
+    server = await Server(
+        data_dir, "--plugin-dir", str(PLUGINS / "probe"),
+        env={"PROBE_MODE": "crash_on_start", "PENTARUN_SUPERVISOR__BACKOFF_INITIAL_S": "0.05"},
+    ).started()  # fmt: skip
+    try:
+        async with server.client() as client:
+            with trio.fail_after(15):
+                while (detail := (await client.get("/api/plugins/probe")).json())[
+                    "state"
+                ] != "QUARANTINED":
+                    await trio.sleep(0.05)
+            assert detail["worker"]["quarantine_rule"] == "crash_loop"
+            assert detail["worker"]["last_exit"] == "exited with code 3"
+            assert (await client.get("/healthz")).status_code == 200
+            call = await client.post(
+                "/api/plugins/probe/call", json={"handler": "echo", "property": "x"}
+            )
+            assert call.status_code == 503
+            assert call.json()["error"]["details"]["phase"] == "QUARANTINED"
+    finally:
+        server.stop()
