@@ -1,0 +1,142 @@
+"""The worker side of the protocol, in-process over a real socketpair, with a fake core."""
+
+import logging
+import socket
+
+import trio
+
+from pentarun.ipc.channel import Channel
+from pentarun.ipc.messages import (
+    PROTOCOL_VERSION,
+    Call,
+    Cancel,
+    CoreCall,
+    CoreFailure,
+    CoreResult,
+    Failure,
+    HealthProbe,
+    HealthReport,
+    Hello,
+    HttpReply,
+    Log,
+    Ready,
+    Reply,
+    Stop,
+    Welcome,
+    WorkerMessage,
+)
+from pentarun.sdk import Context, Error, Plugin, Response
+from pentarun.sdk.plugin import _Worker
+
+plugin = Plugin()
+stopped: list[str] = []
+
+
+@plugin.handler("store")
+async def store(ctx: Context, params: dict) -> dict:
+    await ctx.store.set("k", params["v"])
+    return {"got": await ctx.store.get("k"), "property": ctx.property}
+
+
+@plugin.handler("raw")
+async def raw(ctx: Context, params: dict) -> Response:
+    return Response(202, "text", {"X-A": "b"}, "text/plain")
+
+
+@plugin.handler("error")
+async def error(ctx: Context, params: dict) -> dict:
+    raise Error("nope", "not allowed", 403)
+
+
+@plugin.handler("boom")
+async def boom(ctx: Context, params: dict) -> dict:
+    raise RuntimeError("kaput")
+
+
+@plugin.handler("forever")
+async def forever(ctx: Context, params: dict) -> dict:
+    await trio.sleep_forever()
+    return {}
+
+
+@plugin.handler("unencodable")
+async def unencodable(ctx: Context, params: dict) -> object:
+    return {"x": object()}
+
+
+@plugin.handler("denied")
+async def denied(ctx: Context, params: dict) -> dict:
+    return await ctx.core.call("cameras.list")
+
+
+@plugin.on_stop
+async def on_stop(ctx: Context) -> None:
+    stopped.append("yes")
+
+
+class FakeCore:
+    """Plays the core: answers the handshake and store calls, records the rest."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.channel: Channel[WorkerMessage] = Channel(stream, WorkerMessage)
+        self.inbox_send, self.inbox = trio.open_memory_channel[WorkerMessage](100)
+        self.state: dict[str, object] = {}
+
+    def on_message(self, message: WorkerMessage) -> None:
+        match message:
+            case Hello():
+                self.channel.send(Welcome(PROTOCOL_VERSION, "t", "tok", 0.0, {}))
+            case CoreCall(name="store.set", params=params, token="tok"):
+                self.state[params["key"]] = params["value"]
+                self.channel.send(CoreResult(message.id, None))
+            case CoreCall(name="store.get", params=params):
+                value = {
+                    "found": params["key"] in self.state,
+                    "value": self.state.get(params["key"]),
+                }
+                self.channel.send(CoreResult(message.id, value))
+            case CoreCall():
+                self.channel.send(CoreFailure(message.id, "scope_denied", "no", 403))
+            case _:
+                self.inbox_send.send_nowait(message)
+
+    async def next(self, kind: type) -> WorkerMessage:
+        with trio.fail_after(5):
+            while True:
+                message = await self.inbox.receive()
+                if isinstance(message, kind):
+                    return message
+
+
+async def test_worker_protocol_end_to_end():
+    core_sock, worker_sock = socket.socketpair()
+    core = FakeCore(trio.SocketStream(trio.socket.from_stdlib_socket(core_sock)))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(core.channel.run, core.on_message)
+        nursery.start_soon(_Worker(plugin, 1 << 20).serve, worker_sock)
+        await core.next(Ready)
+
+        core.channel.send(Call(1, "store", "p1", {"v": [1]}))
+        assert await core.next(Reply) == Reply(1, {"got": [1], "property": "p1"})
+        core.channel.send(Call(2, "raw", "p1"))
+        assert await core.next(HttpReply) == HttpReply(2, 202, b"text", "text/plain", {"X-A": "b"})
+        core.channel.send(Call(3, "error", "p1"))
+        assert await core.next(Failure) == Failure(3, "nope", "not allowed", 403)
+        core.channel.send(Call(4, "boom", "p1"))
+        failure = await core.next(Failure)
+        assert (failure.code, failure.status) == ("plugin_error", 500)
+        log = await core.next(Log)
+        assert log.level == logging.ERROR and "kaput" in log.message
+        core.channel.send(Call(5, "missing", "p1"))
+        assert (await core.next(Failure)).code == "unknown_handler"
+        core.channel.send(Call(6, "unencodable", "p1"))
+        assert (await core.next(Failure)).code == "bad_reply"
+        core.channel.send(Call(7, "denied", "p1"))
+        assert (await core.next(Failure)).code == "scope_denied"
+        core.channel.send(Call(8, "forever", "p1", deadline_ms=50))
+        core.channel.send(Call(9, "forever", "p1"))
+        core.channel.send(Cancel(9))
+        core.channel.send(HealthProbe(10))
+        assert await core.next(HealthReport) == HealthReport(10, True, {"ok": True})
+        core.channel.send(Stop())
+    assert stopped == ["yes"]
