@@ -132,7 +132,8 @@ class WorkerActor:
         self.state = policy.State()
         self.logs: collections.deque[LogLine] = collections.deque(maxlen=config.log_lines_kept)
         self.last_exit: str = ""
-        self.last_call: dict[str, Any] = {}
+        self._last_call: tuple[str, str, float] | None = None
+        self._properties: frozenset[str] = frozenset()
         self.calls_total = 0
         self.calls_failed = 0
         self.last_health: dict[str, Any] = {}
@@ -190,7 +191,7 @@ class WorkerActor:
                 {"phase": self.state.phase.value, "reason": self.state.reason,
                  "next_retry_at": self.state.next_retry_at},
             )  # fmt: skip
-        if property_id not in self.hooks.properties():
+        if property_id not in self._properties:
             raise PropertyNotAssigned(
                 f"plugin {self.key!r} is not enabled for property {property_id!r}",
                 {"property": property_id},
@@ -204,7 +205,7 @@ class WorkerActor:
         call_id = next(self._ids)
         slot = gen.pending[call_id] = _Pending()
         self.calls_total += 1
-        self.last_call = {"handler": handler, "property": property_id, "at": time.time()}
+        self._last_call = (handler, property_id, trio.current_time())
         try:
             gen.channel.send(Call(call_id, handler, property_id, params, int(timeout * 1000)))
         except ChannelClosed:
@@ -228,12 +229,25 @@ class WorkerActor:
         assert isinstance(result, Reply | HttpReply)
         return result
 
+    @property
+    def last_call(self) -> dict[str, Any]:
+        if self._last_call is None:
+            return {}
+        handler, property_id, at = self._last_call
+        return {"handler": handler, "property": property_id,
+                "at": time.time() - (trio.current_time() - at)}  # fmt: skip
+
+    def _issue_token(self) -> tuple[str, float]:
+        """A fresh token for the current assignments, which also gate `call`."""
+        self._properties = frozenset(self.hooks.properties())
+        return self.hooks.issue_token(sorted(self._properties))
+
     def refresh_token(self) -> None:
         """Re-issue the worker's token now (e.g. its property assignments changed)."""
+        self._properties = frozenset(self.hooks.properties())
         gen = self._gen
         if gen is not None and gen.channel is not None and gen.hello is not None:
-            token, expires = self.hooks.issue_token(self.hooks.properties())
-            gen.channel.send_if_open(TokenRefresh(token, expires))
+            gen.channel.send_if_open(TokenRefresh(*self._issue_token()))
 
     # --- the actor loop -------------------------------------------------------------------
 
@@ -455,7 +469,7 @@ class WorkerActor:
                 f"worker speaks protocol {hello.protocol}, the core speaks {PROTOCOL_VERSION}"
             )
         gen.hello = hello
-        token, expires = self.hooks.issue_token(self.hooks.properties())
+        token, expires = self._issue_token()
         assert gen.channel is not None
         gen.channel.send(Welcome(PROTOCOL_VERSION, self.key, token, expires, self.hooks.config()))
 

@@ -1,3 +1,5 @@
+import socket
+
 import pytest
 import trio
 import trio.testing
@@ -81,3 +83,33 @@ async def test_reply_roundtrip_between_two_channels():
             await got_reply.wait()
         nursery.cancel_scope.cancel()
     assert replies == [Reply(id=7, value={"echo": {"a": 1}})]
+
+
+async def test_direct_writes_that_fill_the_socket_buffer_keep_frame_order():
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    sender: Channel[WorkerMessage] = Channel(
+        trio.SocketStream(trio.socket.from_stdlib_socket(a)), WorkerMessage
+    )
+    receiver: Channel[CoreMessage] = Channel(
+        trio.SocketStream(trio.socket.from_stdlib_socket(b)), CoreMessage
+    )
+    payload = {"blob": "x" * 10_000}
+    for i in range(50):  # nobody reads yet: the kernel buffer fills, the rest is queued
+        sender.send(Call(id=i, handler="h", property="p", params=payload))
+    got: list[CoreMessage] = []
+    done = trio.Event()
+
+    def collect(message: CoreMessage) -> None:
+        got.append(message)
+        if len(got) == 50:
+            done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender.run, lambda m: None)
+        nursery.start_soon(receiver.run, collect)
+        with trio.fail_after(5):
+            await done.wait()
+        nursery.cancel_scope.cancel()
+    assert [m.id for m in got] == list(range(50))  # type: ignore[union-attr]
+    assert all(m.params == payload for m in got)  # type: ignore[union-attr]
