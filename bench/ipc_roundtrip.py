@@ -1,14 +1,17 @@
 """IPC round trip: real actor + real worker process, against a raw blocking pipe ping-pong.
 
 Floor: two Python processes bouncing a small message over a pipe pair with blocking reads
-and writes, no framing library, no trio. Measured: p50/p99 of sequential calls through
-`WorkerActor.call` to a real worker, and calls/s with many calls in flight.
+and writes, no framing library, no trio. Second baseline: the same bounce between two trio
+event loops over a socketpair (what the event loops alone cost, no framing, no actor).
+Measured: p50/p99 of sequential calls through `WorkerActor.call` to a real worker, and
+calls/s with many calls in flight.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -62,6 +65,39 @@ def pipe_floor(count: int) -> list[float]:
     return samples
 
 
+def trio_floor(count: int) -> list[float]:
+    """Bare ping-pong between two trio event loops (parent and a forked child)."""
+    parent_sock, child_sock = socket.socketpair()
+    size = len(MESSAGE)
+    pid = os.fork()
+    if pid == 0:
+        parent_sock.close()
+
+        async def echo() -> None:
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(child_sock))
+            while data := await stream.receive_some(size):
+                await stream.send_all(data)
+
+        trio.run(echo)
+        os._exit(0)
+    child_sock.close()
+
+    async def bounce() -> list[float]:
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent_sock))
+        samples = []
+        for _ in range(count):
+            start = time.perf_counter()
+            await stream.send_all(MESSAGE)
+            await stream.receive_some(size)
+            samples.append(time.perf_counter() - start)
+        await stream.aclose()
+        return samples
+
+    samples = trio.run(bounce)
+    os.waitpid(pid, 0)
+    return samples
+
+
 async def actor_bench(count: int, in_flight: int) -> tuple[list[float], float]:
     with tempfile.TemporaryDirectory() as tmp:
         async with open_database(Path(tmp) / "bench.db") as db, trio.open_nursery() as nursery:
@@ -108,17 +144,20 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=256)
     args = parser.parse_args()
     floor = pipe_floor(args.calls)
+    loops = trio_floor(args.calls)
     samples, throughput = trio.run(actor_bench, args.calls, args.in_flight)
-    f50, f99 = percentile(floor, 0.5) * 1e6, percentile(floor, 0.99) * 1e6
-    a50, a99 = percentile(samples, 0.5) * 1e6, percentile(samples, 0.99) * 1e6
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, {args.calls} sequential calls")
-    print(f"{'':34} {'p50 µs':>9} {'p99 µs':>9} {'mean µs':>9}")
-    for name, p50, p99, mean in [
-        ("raw blocking pipe ping-pong", f50, f99, statistics.mean(floor) * 1e6),
-        ("actor -> worker -> actor", a50, a99, statistics.mean(samples) * 1e6),
+    print(f"| {'round trip':34} | {'p50 µs':>7} | {'p99 µs':>7} | {'mean µs':>7} |")
+    print(f"|{'-' * 36}|{'-' * 9}|{'-' * 9}|{'-' * 9}|")
+    for name, data in [
+        ("raw blocking pipe ping-pong (floor)", floor),
+        ("bare trio <-> trio socket ping-pong", loops),
+        ("actor -> real worker -> actor", samples),
     ]:
-        print(f"{name:34} {p50:9.1f} {p99:9.1f} {mean:9.1f}")
-    print(f"ratio p50 actor/floor: {a50 / f50:.2f}x (aim: <= 2x)")
+        p50, p99 = percentile(data, 0.5) * 1e6, percentile(data, 0.99) * 1e6
+        print(f"| {name:34} | {p50:7.1f} | {p99:7.1f} | {statistics.mean(data) * 1e6:7.1f} |")
+    a50, f50, t50 = (percentile(d, 0.5) for d in (samples, floor, loops))
+    print(f"p50 actor / floor: {a50 / f50:.1f}x (aim: <= 2x); actor / bare trio: {a50 / t50:.1f}x")
     print(f"pipelined, {args.in_flight} in flight: {throughput:,.0f} calls/s (aim: >= 30,000)")
 
 
