@@ -43,6 +43,7 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_frame_bytes: int = 8 * 1024 * 1024
     token_ttl_s: float = 900.0
     log_lines_kept: int = 200
+    log_records_per_s: int = 1000
 
 
 class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import trio
 
 from ..config import SupervisorConfig
@@ -106,6 +107,9 @@ class _Generation:
         self.started_at = time.time()
         self.ended = trio.Event()
         self.kill_requested = False
+        self.log_window = 0.0
+        self.logs_in_window = 0
+        self.logs_dropped = 0
 
     @property
     def pid(self) -> int | None:
@@ -146,6 +150,7 @@ class WorkerActor:
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._rand = random.Random()
+        self._inbox_overflowed = False
 
     # --- public surface -------------------------------------------------------------------
 
@@ -264,7 +269,9 @@ class WorkerActor:
         try:
             self._inbox_send.send_nowait((event, generation))
         except trio.WouldBlock:
-            log.warning("plugin %s: inbox full, dropped %s", self.key, type(event).__name__)
+            if not self._inbox_overflowed:
+                self._inbox_overflowed = True
+                log.warning("plugin %s: inbox full, dropping %s", self.key, type(event).__name__)
 
     def _apply(self, event: policy.Event) -> None:
         before = self.state
@@ -293,7 +300,7 @@ class WorkerActor:
                 self.hooks.record(
                     "state_changed",
                     {"state": phase.value, "reason": reason, "next_retry_at": wall_retry,
-                     "restarts": self.state.restarts, "pid": self.pid},
+                     "restarts": self.state.restarts},
                 )  # fmt: skip
             case policy.EnterQuarantine(rule=rule, reason=reason):
                 self.hooks.revoke_tokens()
@@ -304,6 +311,23 @@ class WorkerActor:
                     {"state": Phase.QUARANTINED.value, "rule": rule, "reason": reason,
                      "evidence": self.evidence()},
                 )  # fmt: skip
+
+    def fail(self, reason: str) -> None:
+        """The actor itself broke (a bug): fail closed, as a quarantine that needs a release."""
+        self.state = msgspec.structs.replace(
+            self.state, phase=Phase.QUARANTINED, reason=reason, rule="internal_error"
+        )
+        self.hooks.revoke_tokens()
+        if self._gen is not None:
+            self._gen.fail_pending(WorkerUnavailable(f"plugin {self.key!r} actor failed"))
+            if self._gen.spawned is not None:
+                kill_now(self._gen.spawned.process)
+        self.hooks.record(
+            "quarantined",
+            {"state": Phase.QUARANTINED.value, "rule": "internal_error", "reason": reason,
+             "evidence": self.evidence()},
+        )  # fmt: skip
+        self._changed.set()
 
     def evidence(self) -> dict[str, Any]:
         return {
@@ -344,6 +368,8 @@ class WorkerActor:
         process = gen.spawned.process
         if gen.kill_requested:
             kill_now(process)
+        self.hooks.record("spawned", {"pid": process.pid, "generation": gen.number,
+                                      "restarts": self.state.restarts})  # fmt: skip
         gen.channel = Channel(gen.spawned.channel_stream, WorkerMessage,
                               self.config.max_frame_bytes)  # fmt: skip
         channel_done, output_done = trio.Event(), trio.Event()
@@ -449,10 +475,8 @@ class WorkerActor:
                     slot.done.set()
             case CoreCall():
                 self._on_core_call(gen, message)
-            case Log(level=level, logger=name, message=text):
-                self._add_log(logging.getLevelName(level), name, text)
-                if level >= logging.ERROR:
-                    self._post(policy.ErrorLogged(), gen.number)
+            case Log():
+                self._on_log(gen, message)
             case Hello():
                 self._on_hello(gen, message)
             case ReadyMessage():
@@ -460,6 +484,22 @@ class WorkerActor:
                     raise ProtocolError("ready sent twice")
                 gen.ready = True
                 self._post(policy.Ready(), gen.number)
+
+    def _on_log(self, gen: _Generation, record: Log) -> None:
+        if record.level >= logging.ERROR and self.state.phase is not Phase.QUARANTINED:
+            self._post(policy.ErrorLogged(), gen.number)
+        now = trio.current_time()
+        if now - gen.log_window >= 1.0:
+            if gen.logs_dropped:
+                self._add_log("WARNING", "pentarun.supervisor",
+                              f"{gen.logs_dropped} log records dropped (over "
+                              f"{self.config.log_records_per_s}/s)")  # fmt: skip
+            gen.log_window, gen.logs_in_window, gen.logs_dropped = now, 0, 0
+        gen.logs_in_window += 1
+        if gen.logs_in_window > self.config.log_records_per_s:
+            gen.logs_dropped += 1
+            return
+        self._add_log(logging.getLevelName(record.level), record.logger, record.message)
 
     def _on_hello(self, gen: _Generation, hello: Hello) -> None:
         if gen.hello is not None:

@@ -3,7 +3,9 @@
 The worker gets its end of a Unix socketpair as fd `PENTARUN_IPC_FD` (never stdin/stdout); its
 stdout and stderr share one pipe that the actor reads line by line. The parent closes its copy
 of the child's end at once, so the channel sees EOF when the worker dies. Workers run in their
-own session, so a Ctrl-C meant for the server does not hit them before a graceful stop.
+own session, so a Ctrl-C meant for the server does not hit them before a graceful stop. They
+do not inherit the server's environment: only a few neutral variables, the path to the SDK,
+and their spec's own.
 """
 
 from __future__ import annotations
@@ -24,6 +26,22 @@ from ..sdk.plugin import IPC_FD_ENV, MAX_FRAME_ENV
 
 ENTRYPOINT = Path("worker") / "plugin_worker.py"
 MAX_LINE = 4096
+INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+# The directory holding the `pentarun` package, so `import pentarun.sdk` works in any worker.
+SDK_PATH = str(Path(__file__).resolve().parents[2])
+
+
+def worker_environment(spec: WorkerSpec, ipc_fd: int, max_frame: int) -> dict[str, str]:
+    env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+    env.update(spec.env)
+    env.update({
+        IPC_FD_ENV: str(ipc_fd),
+        MAX_FRAME_ENV: str(max_frame),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in (SDK_PATH, spec.env.get("PYTHONPATH")) if p),
+        "HOME": str(spec.root),
+    })  # fmt: skip
+    return env
 
 
 @dataclass(frozen=True)
@@ -50,13 +68,7 @@ class Spawned:
 async def spawn(spec: WorkerSpec, max_frame: int) -> Spawned:
     parent, child = socket.socketpair()
     out_read, out_write = os.pipe()
-    env = {
-        **os.environ,
-        **spec.env,
-        IPC_FD_ENV: str(child.fileno()),
-        MAX_FRAME_ENV: str(max_frame),
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = worker_environment(spec, child.fileno(), max_frame)
     try:
         process = await trio.lowlevel.open_process(
             [spec.python, str(spec.entrypoint)],

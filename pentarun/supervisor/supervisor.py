@@ -27,6 +27,13 @@ log = logging.getLogger(__name__)
 TERMINAL = (Phase.IDLE, Phase.STOPPED, Phase.QUARANTINED)
 
 
+def _leaf(exc: BaseException) -> str:
+    """The first real exception inside nested exception groups, as `Type: message`."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
 class Supervisor:
     def __init__(self, config: SupervisorConfig, db: Database, tokens: PluginTokens) -> None:
         self.config = config
@@ -63,9 +70,9 @@ class Supervisor:
     ) -> None:
         try:
             await actor.run(task_status=task_status)
-        except Exception:
+        except Exception as exc:
             log.exception("actor of plugin %s failed", actor.key)
-            records.record_event(self.db, actor.key, "actor_failed", reason="internal actor error")
+            actor.fail(f"internal actor error: {_leaf(exc)}")
 
     async def stop_all(self, grace_s: float) -> None:
         """Graceful stop of every worker, bounded by `grace_s`; the caller cancels the rest."""

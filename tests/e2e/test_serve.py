@@ -160,23 +160,47 @@ async def test_demo_serves_the_hello_plugin(data_dir):
 
 async def test_a_crash_looping_plugin_leaves_the_server_serving(data_dir):
     server = await Server(
-        data_dir, "--plugin-dir", str(PLUGINS / "probe"),
-        env={"PROBE_MODE": "crash_on_start", "PENTARUN_SUPERVISOR__BACKOFF_INITIAL_S": "0.05"},
+        data_dir, "--plugin-dir", str(PLUGINS / "crashy"), "--plugin-dir", str(PLUGINS / "probe"),
+        env={"PENTARUN_SUPERVISOR__BACKOFF_INITIAL_S": "0.05"},
     ).started()  # fmt: skip
     try:
         async with server.client() as client:
+            await client.post("/api/properties", json={"id": "p1", "name": "One"})
+            for key in ("crashy", "probe"):
+                await client.put(f"/api/plugins/{key}/properties/p1")
+            await wait_running(client, "probe")
+            echo = {"handler": "echo", "property": "p1"}
             with trio.fail_after(15):
-                while (detail := (await client.get("/api/plugins/probe")).json())[
-                    "state"
-                ] != "QUARANTINED":
-                    await trio.sleep(0.05)
+                while True:
+                    detail = (await client.get("/api/plugins/crashy")).json()
+                    if detail["state"] == "QUARANTINED":
+                        break
+                    response = await client.post("/api/plugins/probe/call", json=echo)
+                    assert response.status_code == 200
             assert detail["worker"]["quarantine_rule"] == "crash_loop"
             assert detail["worker"]["last_exit"] == "exited with code 3"
             assert (await client.get("/healthz")).status_code == 200
-            call = await client.post(
-                "/api/plugins/probe/call", json={"handler": "echo", "property": "x"}
-            )
+            call = await client.post("/api/plugins/crashy/call", json=echo)
             assert call.status_code == 503
             assert call.json()["error"]["details"]["phase"] == "QUARANTINED"
     finally:
         server.stop()
+
+
+def process_gone(pid: int) -> bool:
+    """True once `pid` has exited (a zombie waiting for a reaper counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+async def test_workers_exit_when_the_server_is_killed(data_dir):
+    server = await Server(data_dir, "--plugin-dir", str(PLUGINS / "probe")).started()
+    async with server.client() as client:
+        pid = (await wait_running(client, "probe"))["worker"]["pid"]
+    server.stop(signal.SIGKILL)
+    with trio.fail_after(10):
+        while not process_gone(pid):
+            await trio.sleep(0.05)

@@ -5,9 +5,11 @@ import pytest
 import trio
 
 from pentarun.errors import (
+    Busy,
     CallTimeout,
     PropertyNotAssigned,
     RemoteError,
+    TokenInvalid,
     WorkerCrashed,
     WorkerUnavailable,
 )
@@ -205,3 +207,66 @@ async def test_graceful_stop_and_quarantine_release(tmp_path):
         with trio.fail_after(5):
             await actor.wait_for(Phase.STOPPED)
         assert actor.last_exit == "exited with code 0"
+
+
+async def test_calls_beyond_max_in_flight_are_refused_as_busy(tmp_path):
+    config = msgspec.structs.replace(FAST, max_in_flight=2)
+    async with harness(tmp_path, config) as h:
+        actor = await h.start("probe")
+        await actor.wait_for(Phase.RUNNING)
+        async with trio.open_nursery() as nursery:
+            for _ in range(2):
+                nursery.start_soon(actor.call, "sleep", "p1", {"seconds": 0.5})
+            await trio.sleep(0.1)
+            with pytest.raises(Busy) as info:
+                await actor.call("echo", "p1", {})
+            assert info.value.details == {"max_in_flight": 2}
+        assert (await actor.call("echo", "p1", {})).value["property"] == "p1"
+
+
+async def test_quarantine_revokes_the_plugin_token_at_once(tmp_path):
+    async with harness(tmp_path) as h:
+        actor = await h.start("probe")
+        await actor.wait_for(Phase.RUNNING)
+        token, _ = h.supervisor.tokens.issue("probe", [], ["p1"], 60)
+        h.supervisor.tokens.verify(token, "probe")
+        actor.quarantine("operator says so")
+        await actor.wait_for(Phase.QUARANTINED)
+        with pytest.raises(TokenInvalid) as info:
+            h.supervisor.tokens.verify(token, "probe")
+        assert info.value.details["reason"] == "revoked"
+
+
+async def test_log_floods_are_bounded(tmp_path):
+    config = msgspec.structs.replace(FAST, log_records_per_s=50, log_lines_kept=1000)
+    async with harness(tmp_path, config) as h:
+        actor = await h.start("probe")
+        await actor.wait_for(Phase.RUNNING)
+        await actor.call("chatter", "p1", {"count": 500})
+        await trio.sleep(1.1)
+        await actor.call("chatter", "p1", {"count": 1})
+        await eventually(lambda: any("log records dropped" in ln.message for ln in actor.logs))
+        chatter = [ln for ln in actor.logs if ln.message.startswith("chatter")]
+        assert 50 <= len(chatter) <= 51
+        assert actor.phase is Phase.RUNNING
+
+
+async def test_an_actor_bug_fails_closed(tmp_path):
+    async with harness(tmp_path) as h:
+        actor = await h.start("probe")
+        await actor.wait_for(Phase.RUNNING)
+        pid = actor.pid
+
+        def broken(event, now, rand):
+            raise RuntimeError("policy bug")
+
+        actor.policy.step = lambda state, event, now, rand: broken(event, now, rand)
+        actor.stop()
+        with trio.fail_after(5):
+            await actor.wait_for(Phase.QUARANTINED)
+        assert actor.state.rule == "internal_error" and "policy bug" in actor.state.reason
+        with pytest.raises(WorkerUnavailable):
+            await actor.call("echo", "p1", {})
+        await eventually(lambda: actor._gen.spawned.process.returncode is not None)
+        assert h.supervisor.tokens.generation("probe") == 1
+        assert pid is not None

@@ -70,6 +70,13 @@ async def storm(ctx: Context, params: dict) -> dict:
     return {"logged": True}
 
 
+@plugin.handler("chatter")
+async def chatter(ctx: Context, params: dict) -> dict:
+    for i in range(int(params.get("count", 100))):
+        log.info("chatter %d", i)
+    return {"logged": True}
+
+
 @plugin.handler("garbage")
 async def garbage(ctx: Context, params: dict) -> dict:
     os.write(int(os.environ["PENTARUN_IPC_FD"]), b"\xff\xff\xff\xffnot a frame at all")
