@@ -25,9 +25,13 @@ def _parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="seed a demo property and enable bundled plugins"
     )
     serve.add_argument(
-        "--plugin-dir", type=Path, action="append", default=[], metavar="DIR",
+        "--plugin-dir",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
         help="run a plugin straight from its source directory (repeatable)",
-    )  # fmt: skip
+    )
     serve.add_argument("--log-level", default="INFO")
     return parser
 

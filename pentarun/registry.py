@@ -58,10 +58,15 @@ class Registry:
     async def run_from_source(self, root: Path) -> WorkerActor:
         root, definition, manifest = await trio.to_thread.run_sync(read_source_definition, root)
         await records.upsert_plugin(
-            self.db, definition.key, name=definition.name or definition.key,
-            version=definition.version, state="ENABLED", reason="running from source",
-            source_dir=str(root), manifest=manifest,
-        )  # fmt: skip
+            self.db,
+            definition.key,
+            name=definition.name or definition.key,
+            version=definition.version,
+            state="ENABLED",
+            reason="running from source",
+            source_dir=str(root),
+            manifest=manifest,
+        )
         actor = await self.supervisor.add(WorkerSpec(definition.key, root), definition.scopes)
         actor.start()
         return actor
@@ -93,9 +98,13 @@ class Registry:
     def summary(self, row: records.PluginRow) -> dict[str, Any]:
         actor = self.supervisor.actors.get(row.key)
         return {
-            "key": row.key, "name": row.name, "version": row.version, "state": row.state,
-            "reason": row.reason, "worker_state": actor.phase.value if actor else None,
-        }  # fmt: skip
+            "key": row.key,
+            "name": row.name,
+            "version": row.version,
+            "state": row.state,
+            "reason": row.reason,
+            "worker_state": actor.phase.value if actor else None,
+        }
 
     def detail(self, key: str) -> dict[str, Any]:
         row = self.plugin(key)
@@ -104,13 +113,19 @@ class Registry:
         if actor is not None:
             s = actor.state
             worker = {
-                "state": s.phase.value, "reason": s.reason, "pid": actor.pid,
-                "restarts": s.restarts, "started_at": actor.started_at,
-                "next_retry_at": None if s.next_retry_at is None
+                "state": s.phase.value,
+                "reason": s.reason,
+                "pid": actor.pid,
+                "restarts": s.restarts,
+                "started_at": actor.started_at,
+                "next_retry_at": None
+                if s.next_retry_at is None
                 else time.time() + s.next_retry_at - trio.current_time(),
-                "quarantine_rule": s.rule or None, "last_exit": actor.last_exit or None,
-                "calls": actor.calls_total, "failed_calls": actor.calls_failed,
-            }  # fmt: skip
+                "quarantine_rule": s.rule or None,
+                "last_exit": actor.last_exit or None,
+                "calls": actor.calls_total,
+                "failed_calls": actor.calls_failed,
+            }
         return {
             **self.summary(row),
             "manifest": row.manifest,

@@ -52,8 +52,12 @@ class Services:
 
     def write_run_file(self) -> None:
         """`run.json`: pid and the URLs actually bound; replaced atomically."""
-        data = {"pid": os.getpid(), "version": __version__, "admin_url": self.admin_url,
-                "listeners": self.listeners}  # fmt: skip
+        data = {
+            "pid": os.getpid(),
+            "version": __version__,
+            "admin_url": self.admin_url,
+            "listeners": self.listeners,
+        }
         tmp = self.data_dir / "run.json.tmp"
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         tmp.replace(self.data_dir / "run.json")
@@ -101,10 +105,12 @@ async def run_server(
             app = create_admin_app(services)
             binds = await nursery.start(
                 lambda task_status: hypercorn_serve(
-                    app, _hypercorn_config(config.server.admin_bind),
-                    shutdown_trigger=shutdown.wait, task_status=task_status,
+                    app,
+                    _hypercorn_config(config.server.admin_bind),
+                    shutdown_trigger=shutdown.wait,
+                    task_status=task_status,
                 )
-            )  # fmt: skip
+            )
             services.admin_url = _first_http_url(binds)
             services.write_run_file()
             services.ready.set()

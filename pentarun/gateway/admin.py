@@ -113,28 +113,40 @@ def create_admin_app(services: Services) -> QuartTrio:
         body = await parse_body(CallRequest)
         registry.plugin(key)
         actor = supervisor.get(key)
-        records.audit(db, f"operator:{op.name}", "plugin.call", plugin=key,
-                      property_id=body.property, detail={"handler": body.handler})  # fmt: skip
+        records.audit(
+            db,
+            f"operator:{op.name}",
+            "plugin.call",
+            plugin=key,
+            property_id=body.property,
+            detail={"handler": body.handler},
+        )
         reply = await actor.call(body.handler, body.property, body.params)
         if isinstance(reply, HttpReply):
-            return Response(reply.body, status=reply.status, headers=reply.headers,
-                            content_type=reply.content_type)  # fmt: skip
+            return Response(
+                reply.body,
+                status=reply.status,
+                headers=reply.headers,
+                content_type=reply.content_type,
+            )
         return json_response({"result": reply.value})
 
     @app.put("/api/plugins/<key>/properties/<pid>")
     @operator
     async def assign(op: records.OperatorRow, key: str, pid: str) -> Response:
         await registry.assign(key, pid)
-        records.audit(db, f"operator:{op.name}", "plugin.property_assigned", plugin=key,
-                      property_id=pid)  # fmt: skip
+        records.audit(
+            db, f"operator:{op.name}", "plugin.property_assigned", plugin=key, property_id=pid
+        )
         return json_response({"plugin": key, "property": pid, "assigned": True})
 
     @app.delete("/api/plugins/<key>/properties/<pid>")
     @operator
     async def unassign(op: records.OperatorRow, key: str, pid: str) -> Response:
         await registry.unassign(key, pid)
-        records.audit(db, f"operator:{op.name}", "plugin.property_unassigned", plugin=key,
-                      property_id=pid)  # fmt: skip
+        records.audit(
+            db, f"operator:{op.name}", "plugin.property_unassigned", plugin=key, property_id=pid
+        )
         return json_response({"plugin": key, "property": pid, "assigned": False})
 
     @app.get("/api/plugins/<key>/events")

@@ -66,10 +66,13 @@ class CoreApi:
                 )
         except PentarunError as exc:
             records.audit(
-                self.db, f"plugin:{plugin_key}", "security.core_call_refused", plugin=plugin_key,
-                property_id=call.property, detail={"call": call.name, "code": exc.error_code,
-                                       "message": exc.message},
-            )  # fmt: skip
+                self.db,
+                f"plugin:{plugin_key}",
+                "security.core_call_refused",
+                plugin=plugin_key,
+                property_id=call.property,
+                detail={"call": call.name, "code": exc.error_code, "message": exc.message},
+            )
             raise
         return await fn(CoreRequest(plugin_key, call.property, call.params, self.db))
 

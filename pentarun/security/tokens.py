@@ -42,16 +42,24 @@ class PluginTokens:
         return self._generations.get(plugin_key, 0)
 
     def issue(
-        self, plugin_key: str, scopes: list[str], properties: list[str], ttl_s: float,
+        self,
+        plugin_key: str,
+        scopes: list[str],
+        properties: list[str],
+        ttl_s: float,
         now: float | None = None,
-    ) -> tuple[str, float]:  # fmt: skip
+    ) -> tuple[str, float]:
         issued = time.time() if now is None else now
         expires = issued + ttl_s
         claims = {
-            "sub": plugin_key, "scp": sorted(scopes), "props": sorted(properties),
-            "gen": self.generation(plugin_key), "iat": issued, "exp": expires,
+            "sub": plugin_key,
+            "scp": sorted(scopes),
+            "props": sorted(properties),
+            "gen": self.generation(plugin_key),
+            "iat": issued,
+            "exp": expires,
             "jti": uuid.uuid4().hex,
-        }  # fmt: skip
+        }
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM), expires
 
     def revoke(self, plugin_key: str) -> None:
@@ -66,9 +74,11 @@ class PluginTokens:
         if claims is None:
             try:
                 raw = jwt.decode(
-                    token, self._secret, algorithms=[ALGORITHM],
+                    token,
+                    self._secret,
+                    algorithms=[ALGORITHM],
                     options={"verify_exp": False, "require": ["sub", "exp", "gen"]},
-                )  # fmt: skip
+                )
                 claims = msgspec.convert(raw, PluginClaims)
             except (jwt.InvalidTokenError, msgspec.ValidationError) as exc:
                 raise TokenInvalid(

@@ -73,18 +73,32 @@ class AuditRow(msgspec.Struct, frozen=True):
 
 def _plugin(row: sqlite3.Row) -> PluginRow:
     return PluginRow(
-        row["key"], row["name"], row["version"], row["state"], row["reason"], row["source_dir"],
-        json.loads(row["manifest"]), row["created_at"], row["updated_at"],
-    )  # fmt: skip
+        row["key"],
+        row["name"],
+        row["version"],
+        row["state"],
+        row["reason"],
+        row["source_dir"],
+        json.loads(row["manifest"]),
+        row["created_at"],
+        row["updated_at"],
+    )
 
 
 # --- plugins ------------------------------------------------------------------------------
 
 
 async def upsert_plugin(
-    db: Database, key: str, *, name: str, version: str, state: str, reason: str = "",
-    source_dir: str = "", manifest: dict[str, Any] | None = None,
-) -> None:  # fmt: skip
+    db: Database,
+    key: str,
+    *,
+    name: str,
+    version: str,
+    state: str,
+    reason: str = "",
+    source_dir: str = "",
+    manifest: dict[str, Any] | None = None,
+) -> None:
     now = time.time()
     await db.execute(
         """INSERT INTO enhanced_plugins
@@ -117,9 +131,15 @@ def set_plugin_state(db: Database, key: str, state: str, reason: str) -> None:
 
 
 def record_event(
-    db: Database, plugin_key: str, type_: str, *, state: str = "", reason: str = "",
-    next_retry_at: float | None = None, detail: dict[str, Any] | None = None,
-) -> None:  # fmt: skip
+    db: Database,
+    plugin_key: str,
+    type_: str,
+    *,
+    state: str = "",
+    reason: str = "",
+    next_retry_at: float | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
     db.defer(
         """INSERT INTO plugin_events (plugin_key, at, type, state, reason, next_retry_at, detail)
            VALUES (?, ?, ?, ?, ?, ?, ?)""",
@@ -133,10 +153,18 @@ def list_events(db: Database, plugin_key: str, limit: int = 100) -> list[EventRo
         (plugin_key, limit),
     )
     return [
-        EventRow(r["id"], r["plugin_key"], r["at"], r["type"], r["state"], r["reason"],
-                 r["next_retry_at"], json.loads(r["detail"]))
+        EventRow(
+            r["id"],
+            r["plugin_key"],
+            r["at"],
+            r["type"],
+            r["state"],
+            r["reason"],
+            r["next_retry_at"],
+            json.loads(r["detail"]),
+        )
         for r in rows
-    ]  # fmt: skip
+    ]
 
 
 def record_health(
@@ -251,9 +279,14 @@ def assigned_properties(db: Database, plugin_key: str) -> list[str]:
 
 
 async def create_operator(
-    db: Database, operator_id: str, *, name: str, role: str, token_hash: str,
+    db: Database,
+    operator_id: str,
+    *,
+    name: str,
+    role: str,
+    token_hash: str,
     properties: list[str],
-) -> OperatorRow:  # fmt: skip
+) -> OperatorRow:
     row = OperatorRow(operator_id, name, role, properties, time.time())
     await db.execute(
         """INSERT INTO operators (id, name, role, token_hash, properties, created_at)
@@ -278,21 +311,39 @@ def count_operators(db: Database) -> int:
 
 
 def audit(
-    db: Database, actor: str, type_: str, *, plugin: str = "", property_id: str = "",
-    risk_score: int = 0, detail: dict[str, Any] | None = None,
-) -> None:  # fmt: skip
+    db: Database,
+    actor: str,
+    type_: str,
+    *,
+    plugin: str = "",
+    property_id: str = "",
+    risk_score: int = 0,
+    detail: dict[str, Any] | None = None,
+) -> None:
     db.defer(
         """INSERT INTO audit_log (at, actor, type, plugin, property, risk_score, detail)
            VALUES (?, ?, ?, ?, ?, ?, ?)""",
-        (time.time(), actor, type_, plugin, property_id, risk_score,
-         json.dumps(detail or {}, default=str)),
-    )  # fmt: skip
+        (
+            time.time(),
+            actor,
+            type_,
+            plugin,
+            property_id,
+            risk_score,
+            json.dumps(detail or {}, default=str),
+        ),
+    )
 
 
 def list_audit(
-    db: Database, *, plugin: str | None = None, property_id: str | None = None,
-    type_: str | None = None, since: float | None = None, limit: int = 500,
-) -> list[AuditRow]:  # fmt: skip
+    db: Database,
+    *,
+    plugin: str | None = None,
+    property_id: str | None = None,
+    type_: str | None = None,
+    since: float | None = None,
+    limit: int = 500,
+) -> list[AuditRow]:
     clauses: list[str] = []
     params: list[Any] = []
     for column, value in (("plugin", plugin), ("property", property_id), ("type", type_)):
@@ -305,7 +356,15 @@ def list_audit(
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     rows = db.read(f"SELECT * FROM audit_log {where} ORDER BY id DESC LIMIT ?", (*params, limit))
     return [
-        AuditRow(r["id"], r["at"], r["actor"], r["type"], r["plugin"], r["property"],
-                 r["risk_score"], json.loads(r["detail"]))
+        AuditRow(
+            r["id"],
+            r["at"],
+            r["actor"],
+            r["type"],
+            r["plugin"],
+            r["property"],
+            r["risk_score"],
+            json.loads(r["detail"]),
+        )
         for r in rows
-    ]  # fmt: skip
+    ]

@@ -124,9 +124,12 @@ class _Generation:
 
 class WorkerActor:
     def __init__(
-        self, spec: WorkerSpec, config: SupervisorConfig, hooks: Hooks,
+        self,
+        spec: WorkerSpec,
+        config: SupervisorConfig,
+        hooks: Hooks,
         scopes: list[str] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.key = spec.key
         self.spec = spec
         self.config = config
@@ -184,18 +187,24 @@ class WorkerActor:
         return self.state.phase
 
     async def call(
-        self, handler: str, property_id: str, params: dict[str, Any],
+        self,
+        handler: str,
+        property_id: str,
+        params: dict[str, Any],
         deadline_s: float | None = None,
-    ) -> Reply | HttpReply:  # fmt: skip
+    ) -> Reply | HttpReply:
         """Run a handler in the worker for one property."""
         gen = self._gen
         if self.state.phase is not Phase.RUNNING or gen is None or gen.channel is None:
             raise WorkerUnavailable(
                 f"plugin {self.key!r} is {self.state.phase.value.lower()}"
                 + (f": {self.state.reason}" if self.state.reason else ""),
-                {"phase": self.state.phase.value, "reason": self.state.reason,
-                 "next_retry_at": self.state.next_retry_at},
-            )  # fmt: skip
+                {
+                    "phase": self.state.phase.value,
+                    "reason": self.state.reason,
+                    "next_retry_at": self.state.next_retry_at,
+                },
+            )
         if property_id not in self._properties:
             raise PropertyNotAssigned(
                 f"plugin {self.key!r} is not enabled for property {property_id!r}",
@@ -239,8 +248,11 @@ class WorkerActor:
         if self._last_call is None:
             return {}
         handler, property_id, at = self._last_call
-        return {"handler": handler, "property": property_id,
-                "at": time.time() - (trio.current_time() - at)}  # fmt: skip
+        return {
+            "handler": handler,
+            "property": property_id,
+            "at": time.time() - (trio.current_time() - at),
+        }
 
     def _issue_token(self) -> tuple[str, float]:
         """A fresh token for the current assignments, which also gate `call`."""
@@ -275,8 +287,9 @@ class WorkerActor:
 
     def _apply(self, event: policy.Event) -> None:
         before = self.state
-        self.state, commands = self.policy.step(before, event, trio.current_time(),
-                                                self._rand.random())  # fmt: skip
+        self.state, commands = self.policy.step(
+            before, event, trio.current_time(), self._rand.random()
+        )
         for command in commands:
             self._execute(command)
         if self.state.phase is not before.phase:
@@ -299,18 +312,26 @@ class WorkerActor:
                 log.info("plugin %s: %s (%s)", self.key, phase.value, reason)
                 self.hooks.record(
                     "state_changed",
-                    {"state": phase.value, "reason": reason, "next_retry_at": wall_retry,
-                     "restarts": self.state.restarts},
-                )  # fmt: skip
+                    {
+                        "state": phase.value,
+                        "reason": reason,
+                        "next_retry_at": wall_retry,
+                        "restarts": self.state.restarts,
+                    },
+                )
             case policy.EnterQuarantine(rule=rule, reason=reason):
                 self.hooks.revoke_tokens()
                 if self._gen is not None:
                     self._gen.fail_pending(WorkerUnavailable(f"plugin {self.key!r} quarantined"))
                 self.hooks.record(
                     "quarantined",
-                    {"state": Phase.QUARANTINED.value, "rule": rule, "reason": reason,
-                     "evidence": self.evidence()},
-                )  # fmt: skip
+                    {
+                        "state": Phase.QUARANTINED.value,
+                        "rule": rule,
+                        "reason": reason,
+                        "evidence": self.evidence(),
+                    },
+                )
 
     def fail(self, reason: str) -> None:
         """The actor itself broke (a bug): fail closed, as a quarantine that needs a release."""
@@ -324,9 +345,13 @@ class WorkerActor:
                 kill_now(self._gen.spawned.process)
         self.hooks.record(
             "quarantined",
-            {"state": Phase.QUARANTINED.value, "rule": "internal_error", "reason": reason,
-             "evidence": self.evidence()},
-        )  # fmt: skip
+            {
+                "state": Phase.QUARANTINED.value,
+                "rule": "internal_error",
+                "reason": reason,
+                "evidence": self.evidence(),
+            },
+        )
         self._changed.set()
 
     def evidence(self) -> dict[str, Any]:
@@ -368,10 +393,13 @@ class WorkerActor:
         process = gen.spawned.process
         if gen.kill_requested:
             kill_now(process)
-        self.hooks.record("spawned", {"pid": process.pid, "generation": gen.number,
-                                      "restarts": self.state.restarts})  # fmt: skip
-        gen.channel = Channel(gen.spawned.channel_stream, WorkerMessage,
-                              self.config.max_frame_bytes)  # fmt: skip
+        self.hooks.record(
+            "spawned",
+            {"pid": process.pid, "generation": gen.number, "restarts": self.state.restarts},
+        )
+        gen.channel = Channel(
+            gen.spawned.channel_stream, WorkerMessage, self.config.max_frame_bytes
+        )
         channel_done, output_done = trio.Event(), trio.Event()
         try:
             async with trio.open_nursery() as nursery:
@@ -416,8 +444,9 @@ class WorkerActor:
     async def _read_output(self, gen: _Generation, done: trio.Event) -> None:
         assert gen.spawned is not None
         try:
-            await read_lines(gen.spawned.output,
-                             lambda line: self._add_log("OUTPUT", "stdout", line))  # fmt: skip
+            await read_lines(
+                gen.spawned.output, lambda line: self._add_log("OUTPUT", "stdout", line)
+            )
         finally:
             done.set()
 
@@ -444,17 +473,21 @@ class WorkerActor:
             latency_ms = (trio.current_time() - started) * 1000
             report = slot.result
             if isinstance(report, HealthReport) and report.ok:
-                self.last_health = {"ok": True, "at": time.time(), "latency_ms": latency_ms,
-                                    "detail": report.detail}  # fmt: skip
+                self.last_health = {
+                    "ok": True,
+                    "at": time.time(),
+                    "latency_ms": latency_ms,
+                    "detail": report.detail,
+                }
                 self._post(policy.HealthOk(), gen.number)
             else:
                 why = (
-                    f"no answer within {c.health_timeout_s:g} s" if not slot.done.is_set()
+                    f"no answer within {c.health_timeout_s:g} s"
+                    if not slot.done.is_set()
                     else "worker reported unhealthy"
-                )  # fmt: skip
+                )
                 detail = report.detail if isinstance(report, HealthReport) else {}
-                self.last_health = {"ok": False, "at": time.time(), "error": why,
-                                    "detail": detail}  # fmt: skip
+                self.last_health = {"ok": False, "at": time.time(), "error": why, "detail": detail}
                 self._post(policy.HealthFailed(why), gen.number)
             self.hooks.record("health", dict(self.last_health, latency_ms=latency_ms))
 
@@ -491,9 +524,12 @@ class WorkerActor:
         now = trio.current_time()
         if now - gen.log_window >= 1.0:
             if gen.logs_dropped:
-                self._add_log("WARNING", "pentarun.supervisor",
-                              f"{gen.logs_dropped} log records dropped (over "
-                              f"{self.config.log_records_per_s}/s)")  # fmt: skip
+                self._add_log(
+                    "WARNING",
+                    "pentarun.supervisor",
+                    f"{gen.logs_dropped} log records dropped (over "
+                    f"{self.config.log_records_per_s}/s)",
+                )
             gen.log_window, gen.logs_in_window, gen.logs_dropped = now, 0, 0
         gen.logs_in_window += 1
         if gen.logs_in_window > self.config.log_records_per_s:

@@ -34,13 +34,15 @@ SDK_PATH = str(Path(__file__).resolve().parents[2])
 def worker_environment(spec: WorkerSpec, ipc_fd: int, max_frame: int) -> dict[str, str]:
     env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
     env.update(spec.env)
-    env.update({
-        IPC_FD_ENV: str(ipc_fd),
-        MAX_FRAME_ENV: str(max_frame),
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": os.pathsep.join(p for p in (SDK_PATH, spec.env.get("PYTHONPATH")) if p),
-        "HOME": str(spec.root),
-    })  # fmt: skip
+    env.update(
+        {
+            IPC_FD_ENV: str(ipc_fd),
+            MAX_FRAME_ENV: str(max_frame),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(p for p in (SDK_PATH, spec.env.get("PYTHONPATH")) if p),
+            "HOME": str(spec.root),
+        }
+    )
     return env
 
 

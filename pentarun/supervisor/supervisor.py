@@ -97,15 +97,21 @@ class Supervisor:
 
         def record(kind: str, fields: dict[str, Any]) -> None:
             if kind == "health":
-                records.record_health(db, key, bool(fields.get("ok")), fields.get("latency_ms"),
-                                      fields)  # fmt: skip
+                records.record_health(
+                    db, key, bool(fields.get("ok")), fields.get("latency_ms"), fields
+                )
                 return
             state = str(fields.get("state", ""))
             reason = str(fields.get("reason", ""))
             records.record_event(
-                db, key, kind, state=state, reason=reason,
-                next_retry_at=fields.get("next_retry_at"), detail=fields,
-            )  # fmt: skip
+                db,
+                key,
+                kind,
+                state=state,
+                reason=reason,
+                next_retry_at=fields.get("next_retry_at"),
+                detail=fields,
+            )
             if kind == "quarantined":
                 records.set_plugin_state(db, key, "QUARANTINED", reason)
                 records.audit(db, "supervisor", "plugin.quarantined", plugin=key, detail=fields)

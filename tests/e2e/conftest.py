@@ -17,9 +17,15 @@ from pentarun.supervisor.supervisor import Supervisor
 PLUGINS = Path(__file__).parent / "plugins"
 
 FAST = SupervisorConfig(
-    backoff_initial_s=0.05, backoff_max_s=0.2, crash_window_s=30, health_interval_s=0.1,
-    health_timeout_s=0.1, startup_timeout_s=10, stop_timeout_s=1, call_timeout_s=5,
-)  # fmt: skip
+    backoff_initial_s=0.05,
+    backoff_max_s=0.2,
+    crash_window_s=30,
+    health_interval_s=0.1,
+    health_timeout_s=0.1,
+    startup_timeout_s=10,
+    stop_timeout_s=1,
+    call_timeout_s=5,
+)
 
 
 class Harness:
@@ -28,9 +34,12 @@ class Harness:
         self.db = db
 
     async def start(
-        self, key: str, mode: str = "", properties: tuple[str, ...] = ("p1",),
+        self,
+        key: str,
+        mode: str = "",
+        properties: tuple[str, ...] = ("p1",),
         plugin: str = "probe",
-    ) -> WorkerActor:  # fmt: skip
+    ) -> WorkerActor:
         await records.upsert_plugin(self.db, key, name=key, version="1.0.0", state="ENABLED")
         for prop in properties:
             if records.get_property(self.db, prop) is None:

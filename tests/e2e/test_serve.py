@@ -19,11 +19,21 @@ class Server:
     def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pentarun", "serve", "--data-dir", str(data_dir),
-             "--admin-bind", "127.0.0.1:0", *args],
+            [
+                sys.executable,
+                "-m",
+                "pentarun",
+                "serve",
+                "--data-dir",
+                str(data_dir),
+                "--admin-bind",
+                "127.0.0.1:0",
+                *args,
+            ],
             env={**os.environ, **(env or {})},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
     async def started(self) -> "Server":
         try:
@@ -88,16 +98,19 @@ async def test_serve_runs_a_plugin_from_source_and_calls_it(data_dir):
             call = {"handler": "store.roundtrip", "property": "p1", "params": {"set": 5}}
             response = await client.post("/api/plugins/probe/call", json=call)
             assert response.json() == {"result": {"value": 5, "keys": ["value"]}}
-            raw = await client.post("/api/plugins/probe/call",
-                                    json={"handler": "raw", "property": "p1"})  # fmt: skip
+            raw = await client.post(
+                "/api/plugins/probe/call", json={"handler": "raw", "property": "p1"}
+            )
             assert raw.status_code == 201 and raw.content == b"\x89PNG"
             assert raw.headers["content-type"] == "image/png" and raw.headers["x-probe"] == "1"
-            failed = await client.post("/api/plugins/probe/call",
-                                       json={"handler": "fail", "property": "p1"})  # fmt: skip
+            failed = await client.post(
+                "/api/plugins/probe/call", json={"handler": "fail", "property": "p1"}
+            )
             assert failed.status_code == 404
             assert failed.json()["error"]["code"] == "not_found"
-            other = await client.post("/api/plugins/probe/call",
-                                      json={"handler": "echo", "property": "p2"})  # fmt: skip
+            other = await client.post(
+                "/api/plugins/probe/call", json={"handler": "echo", "property": "p2"}
+            )
             assert other.status_code == 403
             assert other.json()["error"]["code"] == "property_not_assigned"
             bad = await client.post("/api/plugins/probe/call", content=b"{not json")
@@ -111,8 +124,9 @@ async def test_serve_runs_a_plugin_from_source_and_calls_it(data_dir):
         async with server.client(token=None) as anonymous:
             refused = await anonymous.post("/api/plugins/probe/call", json=call)
             assert refused.status_code == 401 and "Bearer" in refused.headers["www-authenticate"]
-            wrong = await anonymous.get("/api/plugins",
-                                        headers={"Authorization": "Bearer pvo_nope"})  # fmt: skip
+            wrong = await anonymous.get(
+                "/api/plugins", headers={"Authorization": "Bearer pvo_nope"}
+            )
             assert wrong.status_code == 401
         pid = detail["worker"]["pid"]
     finally:
@@ -160,9 +174,13 @@ async def test_demo_serves_the_hello_plugin(data_dir):
 
 async def test_a_crash_looping_plugin_leaves_the_server_serving(data_dir):
     server = await Server(
-        data_dir, "--plugin-dir", str(PLUGINS / "crashy"), "--plugin-dir", str(PLUGINS / "probe"),
+        data_dir,
+        "--plugin-dir",
+        str(PLUGINS / "crashy"),
+        "--plugin-dir",
+        str(PLUGINS / "probe"),
         env={"PENTARUN_SUPERVISOR__BACKOFF_INITIAL_S": "0.05"},
-    ).started()  # fmt: skip
+    ).started()
     try:
         async with server.client() as client:
             await client.post("/api/properties", json={"id": "p1", "name": "One"})

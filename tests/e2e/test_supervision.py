@@ -61,7 +61,9 @@ async def test_store_persists_per_property_across_worker_restart(tmp_path):
         await actor.wait_for(Phase.BACKOFF)
         await actor.wait_for(Phase.RUNNING)
         assert (await actor.call("store.roundtrip", "p1", {})).value == {
-            "value": {"n": 1}, "keys": ["value"]}  # fmt: skip
+            "value": {"n": 1},
+            "keys": ["value"],
+        }
 
 
 async def test_worker_cannot_read_another_property_and_attempt_is_audited(tmp_path):

@@ -37,10 +37,13 @@ async def test_health_routes_need_no_token_and_ready_follows_the_runtime(tmp_pat
 
 async def test_every_api_route_needs_an_operator_token(tmp_path):
     routes = [
-        ("GET", "/api/plugins"), ("GET", "/api/plugins/x"), ("POST", "/api/plugins/x/call"),
-        ("GET", "/api/properties"), ("PUT", "/api/plugins/x/properties/p"),
+        ("GET", "/api/plugins"),
+        ("GET", "/api/plugins/x"),
+        ("POST", "/api/plugins/x/call"),
+        ("GET", "/api/properties"),
+        ("PUT", "/api/plugins/x/properties/p"),
         ("POST", "/api/properties"),
-    ]  # fmt: skip
+    ]
     async with admin(tmp_path) as (client, _, _services):
         for method, path in routes:
             response = await client.open(path, method=method)

@@ -8,8 +8,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_sdk_public_names_are_pinned():
     assert sorted(pentarun.sdk.__all__) == [
-        "Context", "CoreClient", "Error", "Plugin", "PluginStore", "Response",
-    ]  # fmt: skip
+        "Context",
+        "CoreClient",
+        "Error",
+        "Plugin",
+        "PluginStore",
+        "Response",
+    ]
 
 
 def test_bundled_plugins_import_only_the_sdk():

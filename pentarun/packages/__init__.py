@@ -1,0 +1,1 @@
+"""Plugin packages: reading, validation, the install pipeline, installation and test gates."""
