@@ -1,0 +1,154 @@
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from pentarun.packages.pipeline import (
+    MAX_RESUMES,
+    Activate,
+    Approved,
+    Begin,
+    Disable,
+    Discard,
+    Enable,
+    Job,
+    OperatorRejected,
+    Quarantine,
+    Refuse,
+    Release,
+    Resume,
+    Run,
+    Stage,
+    StartWorker,
+    StepDone,
+    StepFailed,
+    StopWorker,
+    Validated,
+    step,
+)
+
+
+def run(events, job=None):
+    job = job or Job()
+    commands = []
+    for event in events:
+        job, cmds = step(job, event)
+        commands += cmds
+    return job, commands
+
+
+HAPPY = [Begin(), Validated(), StepDone(), StepDone(), StepDone(), StepDone()]
+
+
+def test_the_happy_path_walks_every_stage_in_order():
+    job, stages = Job(), []
+    for event in HAPPY:
+        job, _ = step(job, event)
+        stages.append((job.stage, job.running))
+    assert stages == [
+        (Stage.VALIDATING, "validate"),
+        (Stage.INSTALLING, "install"),
+        (Stage.TESTING, "test"),
+        (Stage.TESTING, "promote"),
+        (Stage.INSTALLED, "verify"),
+        (Stage.VERIFIED, ""),
+    ]
+    job, cmds = step(job, Enable())
+    assert job.stage is Stage.ENABLED and cmds == [StartWorker()]
+
+
+def test_verify_activates_and_auto_enable_starts_the_worker():
+    job, cmds = run(
+        [Begin(), Validated(), Enable(), StepDone(), StepDone(), StepDone(), StepDone()]
+    )
+    assert job.stage is Stage.ENABLED
+    assert cmds[-2:] == [Activate(), StartWorker()]
+
+
+def test_approval_needs_the_exact_digest():
+    job, _ = run([Begin(), Validated(approval_digest="abc")])
+    assert job.stage is Stage.DEPENDENCIES_PENDING and job.approval_digest == "abc"
+    same, cmds = step(job, Approved("wrong"))
+    assert same == job and isinstance(cmds[0], Refuse)
+    job, cmds = step(job, Approved("abc"))
+    assert job.stage is Stage.INSTALLING and cmds == [Run("install")]
+
+
+def test_operator_rejection_and_failures_discard():
+    job, cmds = run([Begin(), Validated(approval_digest="abc"), OperatorRejected()])
+    assert job.stage is Stage.REJECTED and Discard() in cmds
+    job, cmds = run([Begin(), Validated(), StepDone(), StepFailed("gate load failed")])
+    assert (job.stage, job.reason) == (Stage.REJECTED, "gate load failed") and Discard() in cmds
+
+
+def test_release_retests_in_place_and_fails_back_to_quarantine():
+    verified, _ = run(HAPPY)
+    job, cmds = step(verified, Quarantine("crash loop"))
+    assert job.stage is Stage.QUARANTINED and cmds == [StopWorker()]
+    assert step(job, Enable())[1][0] == Refuse("a QUARANTINED plugin cannot be enabled")
+    released, cmds = step(job, Release())
+    assert (released.stage, released.running) == (Stage.TESTING, "test")
+    failed, _ = step(released, StepFailed("security gate failed"))
+    assert failed.stage is Stage.QUARANTINED and "release failed" in failed.reason
+    job, _ = run([StepDone(), StepDone()], released)
+    assert job.stage is Stage.VERIFIED and job.reason == "verified; released"
+
+
+def test_resume_reruns_interrupted_work_a_bounded_number_of_times():
+    job, _ = run([Begin(), Validated(), StepDone()])  # TESTING, running test
+    for _ in range(MAX_RESUMES):
+        job, cmds = step(job, Resume())
+        assert job.stage is Stage.TESTING and cmds == [Run("test")]
+    job, cmds = step(job, Resume())
+    assert job.stage is Stage.REJECTED and "interrupted 3 times during TESTING" in job.reason
+    enabled, _ = step(run(HAPPY)[0], Enable())
+    assert step(enabled, Resume()) == (enabled, [StartWorker()])
+    pending, _ = run([Begin(), Validated(approval_digest="d")])
+    assert step(pending, Resume()) == (pending, [])
+
+
+events = st.sampled_from([
+    Begin(), Validated(), Validated(approval_digest="d"), Approved("d"), Approved("x"),
+    OperatorRejected(), StepDone(), StepFailed("boom"), Enable(), Disable(), Quarantine("q"),
+    Release(), Resume(),
+])  # fmt: skip
+
+
+class PipelineMachine(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.job = Job()
+        self.activated = False
+        self.history: list[Stage] = []
+
+    @rule(event=events)
+    def feed(self, event):
+        before = self.job
+        self.job, cmds = step(before, event)
+        if isinstance(event, Resume) and before.running and before.stage is not Stage.VALIDATING:
+            assert self.job.resumes == before.resumes + 1 or self.job.stage in (
+                Stage.REJECTED,
+                Stage.QUARANTINED,
+            )
+        if before.stage is Stage.QUARANTINED and self.job.stage is not Stage.QUARANTINED:
+            assert isinstance(event, Release)
+        if before.stage is Stage.REJECTED:
+            assert self.job == before and all(isinstance(c, Refuse) for c in cmds)
+        if Activate() in cmds:
+            self.activated = True
+        if StartWorker() in cmds:
+            assert self.job.stage is Stage.ENABLED
+            assert self.activated, "a worker started before its version was verified"
+        self.history.append(self.job.stage)
+
+    @invariant()
+    def enabled_only_after_verification(self):
+        if self.job.stage is Stage.ENABLED:
+            assert self.activated
+
+    @invariant()
+    def resumes_are_bounded(self):
+        assert self.job.resumes <= MAX_RESUMES
+
+
+TestPipelineMachine = PipelineMachine.TestCase
+TestPipelineMachine.settings = settings(max_examples=400, stateful_step_count=40, deadline=None)
