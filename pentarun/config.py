@@ -49,11 +49,19 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     require_signatures: bool = False
     auto_approve_level: str = "read"
+    trust_store: str = ""  # directory of <key_id>.pub files; empty = <data_dir>/trusted_keys
 
 
 class InstallConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     wheelhouse: str = ""
+    index_url: str = ""
     auto_enable: bool = False
+    pip_timeout_s: float = 600.0
+    load_burst: int = 50
+    max_package_bytes: int = 64 * 1024 * 1024
+    max_files: int = 2000
+    max_total_bytes: int = 256 * 1024 * 1024
+    max_compression_ratio: float = 200.0
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

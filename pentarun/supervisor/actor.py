@@ -457,39 +457,53 @@ class WorkerActor:
             self._post(policy.StartupTimeout(), gen.number)
 
     async def _health_loop(self, gen: _Generation) -> None:
-        c = self.config
         while True:
-            await trio.sleep(c.health_interval_s)
-            if not gen.ready or gen.channel is None:
+            await trio.sleep(self.config.health_interval_s)
+            if not gen.ready:
                 continue
-            call_id = next(self._ids)
-            slot = gen.pending[call_id] = _Pending()
-            started = trio.current_time()
-            if not gen.channel.send_if_open(HealthProbe(call_id)):
-                return
-            with trio.move_on_after(c.health_timeout_s):
-                await slot.done.wait()
-            gen.pending.pop(call_id, None)
-            latency_ms = (trio.current_time() - started) * 1000
-            report = slot.result
-            if isinstance(report, HealthReport) and report.ok:
-                self.last_health = {
-                    "ok": True,
-                    "at": time.time(),
-                    "latency_ms": latency_ms,
-                    "detail": report.detail,
-                }
+            health = await self._probe(gen)
+            self.last_health = health
+            if health["ok"]:
                 self._post(policy.HealthOk(), gen.number)
             else:
-                why = (
-                    f"no answer within {c.health_timeout_s:g} s"
-                    if not slot.done.is_set()
-                    else "worker reported unhealthy"
-                )
-                detail = report.detail if isinstance(report, HealthReport) else {}
-                self.last_health = {"ok": False, "at": time.time(), "error": why, "detail": detail}
-                self._post(policy.HealthFailed(why), gen.number)
-            self.hooks.record("health", dict(self.last_health, latency_ms=latency_ms))
+                self._post(policy.HealthFailed(health["error"]), gen.number)
+            self.hooks.record("health", health)
+
+    async def probe_health(self) -> dict[str, Any]:
+        """Probe the running worker now: `{"ok", "at", "latency_ms", "detail"[, "error"]}`."""
+        gen = self._gen
+        if self.state.phase is not Phase.RUNNING or gen is None:
+            raise WorkerUnavailable(f"plugin {self.key!r} is {self.state.phase.value.lower()}")
+        return await self._probe(gen)
+
+    async def _probe(self, gen: _Generation) -> dict[str, Any]:
+        timeout = self.config.health_timeout_s
+        call_id = next(self._ids)
+        slot = gen.pending[call_id] = _Pending()
+        started = trio.current_time()
+        if gen.channel is not None and gen.channel.send_if_open(HealthProbe(call_id)):
+            with trio.move_on_after(timeout):
+                await slot.done.wait()
+        gen.pending.pop(call_id, None)
+        report = slot.result
+        health: dict[str, Any] = {
+            "ok": isinstance(report, HealthReport) and report.ok,
+            "at": time.time(),
+            "latency_ms": (trio.current_time() - started) * 1000,
+            "detail": report.detail if isinstance(report, HealthReport) else {},
+        }
+        if not health["ok"]:
+            health["error"] = (
+                f"no answer within {timeout:g} s"
+                if not slot.done.is_set()
+                else "worker reported unhealthy"
+            )
+        return health
+
+    def kill(self) -> None:
+        """SIGKILL the current worker process (the recovery gate's crash)."""
+        if self._gen is not None and self._gen.spawned is not None:
+            kill_now(self._gen.spawned.process)
 
     async def _token_refresh_loop(self, gen: _Generation) -> None:
         while True:
