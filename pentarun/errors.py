@@ -10,6 +10,7 @@
     │   └── TokenInvalid               403 token_invalid
     ├── NotFound                       404 not_found
     ├── Conflict                       409 conflict
+    ├── Unprocessable                  422 unprocessable    (e.g. a refused package)
     ├── Busy                           429 worker_busy
     ├── RemoteError                    the worker's own error: its code and status
     ├── WorkerUnavailable              503 worker_unavailable (down, restarting, quarantined)
@@ -81,6 +82,10 @@ class NotFound(PentarunError):
 
 class Conflict(PentarunError):
     status, code = 409, "conflict"
+
+
+class Unprocessable(PentarunError):
+    status, code = 422, "unprocessable"
 
 
 class Busy(PentarunError):

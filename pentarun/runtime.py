@@ -20,6 +20,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from . import __version__
 from .config import Config
 from .gateway.admin import create_admin_app
+from .packages.service import Installs
 from .registry import Registry, read_source_definition
 from .security.operators import ensure_root
 from .security.tokens import PluginTokens
@@ -46,6 +47,7 @@ class Services:
     db: Database
     supervisor: Supervisor
     registry: Registry
+    installs: Installs
     ready: trio.Event = field(default_factory=trio.Event)
     admin_url: str = ""
     listeners: dict[str, str] = field(default_factory=dict)
@@ -94,7 +96,10 @@ async def run_server(
             log.warning("created the root operator token in %s", token_file)
         supervisor = Supervisor(config.supervisor, db, PluginTokens())
         await nursery.start(supervisor.run)
-        services = Services(config, data_dir, db, supervisor, Registry(db, supervisor))
+        installs = Installs(config, data_dir, db, supervisor)
+        await nursery.start(installs.run)  # resumes interrupted installs, starts enabled plugins
+        registry = Registry(db, supervisor)
+        services = Services(config, data_dir, db, supervisor, registry, installs)
         try:
             for plugin_dir in options.plugin_dirs:
                 await services.registry.run_from_source(plugin_dir)

@@ -40,6 +40,40 @@ class PropertyRequest(msgspec.Struct, forbid_unknown_fields=True):
     name: str
 
 
+class ApproveRequest(msgspec.Struct, forbid_unknown_fields=True):
+    digest: str
+
+
+class ReasonRequest(msgspec.Struct, forbid_unknown_fields=True):
+    reason: str = ""
+
+
+class PropertiesRequest(msgspec.Struct, forbid_unknown_fields=True):
+    properties: list[str] = []
+
+
+ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/octet-stream")
+
+
+async def package_bytes() -> bytes:
+    """The uploaded zip: a raw application/zip body or the multipart field "package"."""
+    content_type = (request.mimetype or "").lower()
+    if content_type == "multipart/form-data":
+        files = await request.files
+        upload = files.get("package")
+        if upload is None:
+            raise BadRequest('multipart uploads carry the zip in the field "package"')
+        data: bytes = upload.read()
+        return data
+    if content_type in ZIP_TYPES:
+        body = await request.get_data(as_text=False)
+        return body if isinstance(body, bytes) else body.encode()
+    raise BadRequest(
+        'upload a zip as an application/zip body or as the multipart field "package"',
+        {"content_type": content_type},
+    )
+
+
 async def parse_body(kind: type[S]) -> S:
     body = await request.get_data()
     try:
@@ -56,7 +90,9 @@ def json_response(data: Any, status: int = 200) -> Response:
 
 def create_admin_app(services: Services) -> QuartTrio:
     app = QuartTrio("pentarun.admin")
+    app.config["MAX_CONTENT_LENGTH"] = services.config.install.max_package_bytes + 1024 * 1024
     db, registry, supervisor = services.db, services.registry, services.supervisor
+    installs = services.installs
 
     def operator(handler: Handler) -> Handler:
         """Require an operator token; the route gets the operator as `op`."""
@@ -105,7 +141,81 @@ def create_admin_app(services: Services) -> QuartTrio:
     @app.get("/api/plugins/<key>")
     @operator
     async def plugin_detail(op: records.OperatorRow, key: str) -> Response:
-        return json_response(registry.detail(key))
+        return json_response({**registry.detail(key), **installs.describe(key)})
+
+    @app.post("/api/plugins")
+    @operator
+    async def upload(op: records.OperatorRow) -> Response:
+        row = await installs.upload(await package_bytes(), f"operator:{op.name}")
+        detail = {**registry.detail(row.plugin_key), **installs.describe(row.plugin_key)}
+        return json_response(detail, 202)
+
+    @app.post("/api/plugins/<key>/approve")
+    @operator
+    async def approve(op: records.OperatorRow, key: str) -> Response:
+        body = await parse_body(ApproveRequest)
+        await installs.approve(key, body.digest, f"operator:{op.name}")
+        return json_response(installs.describe(key))
+
+    @app.post("/api/plugins/<key>/reject")
+    @operator
+    async def reject(op: records.OperatorRow, key: str) -> Response:
+        body = await parse_body(ReasonRequest)
+        await installs.reject(key, f"operator:{op.name}", body.reason or "rejected by operator")
+        return json_response(installs.describe(key))
+
+    @app.post("/api/plugins/<key>/tests")
+    @operator
+    async def run_tests(op: records.OperatorRow, key: str) -> Response:
+        return json_response({"run_id": await installs.run_tests(key, f"operator:{op.name}")}, 202)
+
+    @app.get("/api/plugins/<key>/tests")
+    @operator
+    async def list_test_runs(op: records.OperatorRow, key: str) -> Response:
+        registry.plugin(key)
+        return json_response({"runs": records.test_runs(db, key)})
+
+    @app.get("/api/plugins/<key>/tests/<run_id>")
+    @operator
+    async def get_test_run(op: records.OperatorRow, key: str, run_id: str) -> Response:
+        run = records.test_run(db, run_id)
+        if run is None or run.plugin_key != key:
+            raise NotFound(f"no test run {run_id!r} of {key!r}")
+        return json_response(run)
+
+    @app.post("/api/plugins/<key>/enable")
+    @operator
+    async def enable(op: records.OperatorRow, key: str) -> Response:
+        body = await parse_body(PropertiesRequest)
+        await installs.enable(key, body.properties, f"operator:{op.name}")
+        return json_response({**registry.detail(key), **installs.describe(key)})
+
+    @app.post("/api/plugins/<key>/disable")
+    @operator
+    async def disable(op: records.OperatorRow, key: str) -> Response:
+        body = await parse_body(PropertiesRequest)
+        await installs.disable(key, body.properties, f"operator:{op.name}")
+        return json_response({**registry.detail(key), **installs.describe(key)})
+
+    @app.post("/api/plugins/<key>/quarantine")
+    @operator
+    async def quarantine(op: records.OperatorRow, key: str) -> Response:
+        body = await parse_body(ReasonRequest)
+        reason = body.reason or f"quarantined by operator {op.name}"
+        await installs.quarantine(key, reason, f"operator:{op.name}")
+        return json_response({**registry.detail(key), **installs.describe(key)})
+
+    @app.post("/api/plugins/<key>/release")
+    @operator
+    async def release(op: records.OperatorRow, key: str) -> Response:
+        await installs.release(key, f"operator:{op.name}")
+        return json_response({**registry.detail(key), **installs.describe(key)}, 202)
+
+    @app.delete("/api/plugins/<key>")
+    @operator
+    async def uninstall(op: records.OperatorRow, key: str) -> Response:
+        await installs.uninstall(key, f"operator:{op.name}")
+        return json_response({"plugin": key, "uninstalled": True})
 
     @app.post("/api/plugins/<key>/call")
     @operator

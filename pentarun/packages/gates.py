@@ -120,7 +120,7 @@ async def _harness(
                 yield _Harness(db, supervisor, actor, manifest, plan, config.call_timeout_s, burst)
             finally:
                 with trio.CancelScope(shield=True):
-                    await supervisor.stop_all(config.stop_timeout_s * 2 + 1)
+                    await supervisor.stop_all(config.stop_timeout_s * 2 + 1, "test run over")
                 nursery.cancel_scope.cancel()
 
 
@@ -132,6 +132,7 @@ async def run_gates(
     *,
     burst: int = 50,
     progress: Progress | None = None,
+    only: tuple[str, ...] = GATES,
 ) -> Report:
     started = time.time()
     say = progress or (lambda text: None)
@@ -145,6 +146,8 @@ async def run_gates(
             ("recovery", _recovery_gate),
         ]
         for name, gate in gates:
+            if name not in only:
+                continue
             if results and not results[0].ok:
                 results.append(GateResult(name, False, detail="not run: the self gate failed"))
                 say(f"{name}: skipped")

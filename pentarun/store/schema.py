@@ -95,6 +95,25 @@ MIGRATIONS: list[str] = [
         revoked_at REAL
     );
     """,
+    # 2: install jobs (one per uploaded package) and the active one of each plugin
+    """
+    CREATE TABLE plugin_installs (
+        id TEXT PRIMARY KEY,
+        plugin_key TEXT NOT NULL,
+        version TEXT NOT NULL,
+        job TEXT NOT NULL,
+        approval TEXT,
+        package_digest TEXT NOT NULL,
+        manifest TEXT NOT NULL DEFAULT '{}',
+        file_hashes TEXT NOT NULL DEFAULT '{}',
+        active INTEGER NOT NULL DEFAULT 0,
+        last_run_id TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX plugin_installs_by_plugin ON plugin_installs (plugin_key, created_at);
+    CREATE UNIQUE INDEX plugin_installs_one_active ON plugin_installs (plugin_key) WHERE active = 1;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -7,6 +7,7 @@ plugin (logged and marked), never propagated to other plugins or the gateway.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -34,6 +35,16 @@ def _leaf(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class _Reporting:
+    """Adapts an actor's `started()` to report the cancel scope that owns it."""
+
+    def __init__(self, status: trio.TaskStatus[trio.CancelScope], scope: trio.CancelScope) -> None:
+        self._status, self._scope = status, scope
+
+    def started(self, value: None = None) -> None:
+        self._status.started(self._scope)
+
+
 class Supervisor:
     def __init__(self, config: SupervisorConfig, db: Database, tokens: PluginTokens) -> None:
         self.config = config
@@ -41,13 +52,19 @@ class Supervisor:
         self.tokens = tokens
         self.core_api = CoreApi(db, tokens)
         self.actors: dict[str, WorkerActor] = {}
+        self._scopes: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
+        # told when the policy quarantines a plugin: (key, rule, reason)
+        self.on_quarantine: Callable[[str, str, str], None] = self._mark_quarantined
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
             await trio.sleep_forever()
+
+    def _mark_quarantined(self, key: str, rule: str, reason: str) -> None:
+        records.set_plugin_state(self.db, key, "QUARANTINED", reason)
 
     def get(self, key: str) -> WorkerActor:
         actor = self.actors.get(key)
@@ -62,22 +79,45 @@ class Supervisor:
             raise ValueError(f"plugin {spec.key!r} already has an actor")
         actor = WorkerActor(spec, self.config, self._hooks(spec.key, scopes), scopes)
         self.actors[spec.key] = actor
-        await self._nursery.start(self._run_actor, actor)
+        self._scopes[spec.key] = await self._nursery.start(self._run_actor, actor)
         return actor
 
-    async def _run_actor(
-        self, actor: WorkerActor, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        try:
-            await actor.run(task_status=task_status)
-        except Exception as exc:
-            log.exception("actor of plugin %s failed", actor.key)
-            actor.fail(f"internal actor error: {_leaf(exc)}")
+    async def replace(self, spec: WorkerSpec, scopes: list[str]) -> WorkerActor:
+        """The plugin's actor for this spec: kept if it already runs this tree, else new."""
+        current = self.actors.get(spec.key)
+        if current is not None and current.spec == spec and current.scopes == scopes:
+            return current
+        await self.remove(spec.key)
+        return await self.add(spec, scopes)
 
-    async def stop_all(self, grace_s: float) -> None:
+    async def remove(self, key: str, reason: str = "plugin replaced") -> None:
+        """Stop the plugin's worker gracefully and drop its actor."""
+        actor = self.actors.get(key)
+        if actor is None:
+            return
+        actor.stop(reason)
+        with trio.move_on_after(self.config.stop_timeout_s * 2 + 1):
+            await actor.wait_for(*TERMINAL)
+        self._scopes.pop(key).cancel()
+        del self.actors[key]
+
+    async def _run_actor(
+        self,
+        actor: WorkerActor,
+        *,
+        task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        with trio.CancelScope() as scope:
+            try:
+                await actor.run(task_status=_Reporting(task_status, scope))
+            except Exception as exc:
+                log.exception("actor of plugin %s failed", actor.key)
+                actor.fail(f"internal actor error: {_leaf(exc)}")
+
+    async def stop_all(self, grace_s: float, reason: str = "server shutting down") -> None:
         """Graceful stop of every worker, bounded by `grace_s`; the caller cancels the rest."""
         for actor in self.actors.values():
-            actor.stop("server shutting down")
+            actor.stop(reason)
         with trio.move_on_after(grace_s):
             async with trio.open_nursery() as nursery:
                 for actor in self.actors.values():
@@ -113,8 +153,8 @@ class Supervisor:
                 detail=fields,
             )
             if kind == "quarantined":
-                records.set_plugin_state(db, key, "QUARANTINED", reason)
                 records.audit(db, "supervisor", "plugin.quarantined", plugin=key, detail=fields)
+                self.on_quarantine(key, str(fields.get("rule", "")), reason)
 
         return Hooks(
             issue_token=issue_token,

@@ -6,6 +6,7 @@ import trio
 
 from pentarun.config import load_config
 from pentarun.gateway.admin import create_admin_app
+from pentarun.packages.service import Installs
 from pentarun.registry import Registry
 from pentarun.runtime import Services
 from pentarun.security.operators import ensure_root
@@ -21,7 +22,9 @@ async def admin(tmp_path):
         token = (await ensure_root(db, tmp_path)).read_text().strip()
         supervisor = Supervisor(config.supervisor, db, PluginTokens())
         await nursery.start(supervisor.run)
-        services = Services(config, tmp_path, db, supervisor, Registry(db, supervisor))
+        installs = Installs(config, tmp_path, db, supervisor)
+        await nursery.start(installs.run)
+        services = Services(config, tmp_path, db, supervisor, Registry(db, supervisor), installs)
         app = create_admin_app(services)
         yield app.test_client(), {"Authorization": f"Bearer {token}"}, services
         nursery.cancel_scope.cancel()
