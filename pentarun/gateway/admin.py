@@ -15,7 +15,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from ..errors import BadRequest, Conflict, NotFound, PentarunError
+from ..errors import BadRequest, Conflict, NotFound, PentarunError, WorkerUnavailable
 from ..ipc.messages import HttpReply
 from ..security.operators import authenticate
 from ..store import records
@@ -221,8 +221,14 @@ def create_admin_app(services: Services) -> QuartTrio:
     @operator
     async def call_plugin(op: records.OperatorRow, key: str) -> Response:
         body = await parse_body(CallRequest)
-        registry.plugin(key)
-        actor = supervisor.get(key)
+        plugin = registry.plugin(key)
+        actor = supervisor.actors.get(key)
+        if actor is None:
+            raise WorkerUnavailable(
+                f"plugin {key!r} is {plugin.state} and has no worker"
+                + ("; enable it first" if plugin.state in ("VERIFIED", "DISABLED") else ""),
+                {"state": plugin.state},
+            )
         records.audit(
             db,
             f"operator:{op.name}",

@@ -481,7 +481,7 @@ class Installs:
         approval = self._approval(package)
         if approval is None:
             return Validated()
-        await records.save_install(self.db, row.id, row.job, approval=approval)
+        await records.set_install_approval(self.db, row.id, approval)
         return Validated(approval_digest=approval["digest"])
 
     def _approval(self, package: Package) -> dict[str, Any] | None:
@@ -515,7 +515,7 @@ class Installs:
         tree = self.layout.tree(key, row.id) if job.in_place else self.layout.staging(row.id)
         run_id = uuid.uuid4().hex
         await records.start_test_run(self.db, run_id, key, row.version)
-        await records.save_install(self.db, row.id, row.job, last_run_id=run_id)
+        await records.set_install_test_run(self.db, row.id, run_id)
         report = await self._gates(row, tree, run_id)
         if report.ok:
             return StepDone()

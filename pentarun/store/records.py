@@ -435,25 +435,25 @@ async def create_install(
     )
 
 
-async def save_install(
-    db: Database,
-    install_id: str,
-    job: dict[str, Any],
-    *,
-    approval: dict[str, Any] | None = None,
-    last_run_id: str | None = None,
-) -> None:
+async def save_install(db: Database, install_id: str, job: dict[str, Any]) -> None:
+    """The job's new state; only the pipeline driver writes it."""
     await db.execute(
-        """UPDATE plugin_installs SET job = ?, updated_at = ?,
-             approval = coalesce(?, approval), last_run_id = coalesce(?, last_run_id)
-           WHERE id = ?""",
-        (
-            json.dumps(job),
-            time.time(),
-            json.dumps(approval) if approval else None,
-            last_run_id,
-            install_id,
-        ),
+        "UPDATE plugin_installs SET job = ?, updated_at = ? WHERE id = ?",
+        (json.dumps(job), time.time(), install_id),
+    )
+
+
+async def set_install_approval(db: Database, install_id: str, approval: dict[str, Any]) -> None:
+    await db.execute(
+        "UPDATE plugin_installs SET approval = ?, updated_at = ? WHERE id = ?",
+        (json.dumps(approval), time.time(), install_id),
+    )
+
+
+async def set_install_test_run(db: Database, install_id: str, run_id: str) -> None:
+    await db.execute(
+        "UPDATE plugin_installs SET last_run_id = ?, updated_at = ? WHERE id = ?",
+        (run_id, time.time(), install_id),
     )
 
 
