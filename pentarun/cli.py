@@ -1,22 +1,30 @@
-"""Command line: `pentarun serve` (plugin authoring commands arrive with the install pipeline)."""
+"""Command line: `pentarun serve`, `pentarun plugin new|validate|pack|sign|test`, `keys generate`.
+
+Exit codes: 0 success, 1 the checked plugin has problems or failed its gates, 2 bad usage or
+an error that stopped the command.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 import sys
 from pathlib import Path
 
 import trio
 
-from .config import load_config
+from .config import Config, load_config
 from .errors import PentarunError
+from .packages import authoring
 from .runtime import DEMO_PROPERTY, Options, Services, run_server
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pentarun", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
     commands = parser.add_subparsers(dest="command", required=True)
+
     serve = commands.add_parser("serve", help="run the plugin runtime")
     serve.add_argument("--config", type=Path, help="TOML configuration file")
     serve.add_argument("--data-dir", help="where the database, tokens and run.json live")
@@ -32,8 +40,42 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="run a plugin straight from its source directory (repeatable)",
     )
-    serve.add_argument("--log-level", default="INFO")
+
+    plugin = commands.add_parser("plugin", help="write, check, pack, sign and test plugins")
+    sub = plugin.add_subparsers(dest="action", required=True)
+    new = sub.add_parser("new", help="create a plugin that passes validate and test")
+    new.add_argument("name")
+    new.add_argument("--dir", type=Path, default=Path("."), help="parent directory")
+    for name, text in (
+        ("validate", "check a source directory or zip"),
+        ("test", "run the server's test gates on a directory or zip"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("path", type=Path, metavar="DIR|ZIP")
+        cmd.add_argument("--config", type=Path, help="TOML configuration (thresholds, signatures)")
+        cmd.add_argument("--trust", type=Path, help="directory of trusted <key_id>.pub keys")
+    packer = sub.add_parser("pack", help="zip a source directory with a fresh plugin.id")
+    packer.add_argument("path", type=Path, metavar="DIR")
+    packer.add_argument("--out", type=Path, default=Path("."), help="output directory")
+    packer.add_argument("--publisher", default="", help="publisher recorded in plugin.id")
+    signer = sub.add_parser("sign", help="sign a package's plugin.id with an Ed25519 key")
+    signer.add_argument("path", type=Path, metavar="ZIP")
+    signer.add_argument("--key", type=Path, required=True, help="private key (PEM)")
+    signer.add_argument(
+        "--key-id", help="key id recorded in the signature (default: key file name)"
+    )
+    signer.add_argument("--out", type=Path, help="write here instead of replacing ZIP")
+
+    keys = commands.add_parser("keys", help="signing keys")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    generate = keys_sub.add_parser("generate", help="create an Ed25519 key pair")
+    generate.add_argument("--out", type=Path, default=Path("."), help="output directory")
+    generate.add_argument("--key-id", default="", help="default: key-<random>")
     return parser
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def _print_welcome(services: Services, demo: bool) -> None:
@@ -53,7 +95,7 @@ def _print_welcome(services: Services, demo: bool) -> None:
                 f"""      -d '{{"handler": "hello", "property": "{pid}", """
                 """"params": {"name": "you"}}'""",
             ]
-    print("\n".join(lines), file=sys.stderr, flush=True)
+    _say("\n".join(lines))
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -74,16 +116,64 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def plugin(args: argparse.Namespace) -> int:
+    config: Config = load_config(getattr(args, "config", None))
+    match args.action:
+        case "new":
+            root = authoring.scaffold(args.name, args.dir)
+            _say(f"created {root}\nnext: pentarun plugin test {root}")
+            return 0
+        case "validate":
+            ctx = authoring.context(config, args.trust)
+            package, problems = authoring.inspect_path(args.path, ctx)
+            if package is None:
+                _say(
+                    f"{args.path}: {len(problems)} problem(s)\n"
+                    + authoring.format_problems(problems)
+                )
+                return 1
+            _say(f"{args.path}: OK ({package.key} {package.version})")
+            return 0
+        case "pack":
+            ctx = authoring.context(config, None)
+            out = authoring.pack_directory(args.path, args.out, args.publisher, ctx)
+            _say(f"packed {out}")
+            return 0
+        case "sign":
+            key_id = args.key_id or args.key.stem
+            out = authoring.sign_zip(args.path, args.key, key_id, args.out or args.path)
+            _say(f"signed {out} with key {key_id!r}")
+            return 0
+        case "test":
+            ctx = authoring.context(config, args.trust)
+            report = authoring.run_test(args.path, config, ctx, _say)
+            print(authoring.format_report(report), flush=True)
+            return 0 if report.ok else 1
+    return 2
+
+
+def keys(args: argparse.Namespace) -> int:
+    key_id = args.key_id or f"key-{secrets.token_hex(4)}"
+    private, public = authoring.generate_keys(args.out, key_id)
+    _say(
+        f"private key: {private} (keep it secret; mode 0600)\n"
+        f"public key:  {public} (copy it into the server's trust store)"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command != "serve":
+        logging.getLogger().setLevel(logging.WARNING)
     try:
-        return serve(args)
-    except PentarunError as exc:
-        print(f"pentarun: {exc.message}", file=sys.stderr)
+        return {"serve": serve, "plugin": plugin, "keys": keys}[args.command](args)
+    except (PentarunError, authoring.AuthoringError) as exc:
+        _say(f"pentarun: {exc}")
         return 2
     except KeyboardInterrupt:
         return 130

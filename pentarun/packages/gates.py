@@ -352,19 +352,16 @@ def _latency_stats(samples: list[float]) -> dict[str, float]:
 async def _recovery_gate(h: _Harness) -> GateResult:
     before = _stored_state(h)
     old_pid = h.actor.pid
+    started = trio.current_time()
     h.actor.kill()
     cases = []
     with trio.move_on_after(h.supervisor.config.startup_timeout_s + 5):
         await h.actor.wait_for(Phase.BACKOFF, Phase.QUARANTINED)
         await h.actor.wait_for(Phase.RUNNING, Phase.QUARANTINED)
     restarted = h.actor.phase is Phase.RUNNING and h.actor.pid not in (None, old_pid)
-    cases.append(
-        CaseResult(
-            "restarts after SIGKILL",
-            restarted,
-            "" if restarted else f"worker is {h.actor.phase.value}",
-        )
-    )
+    took = (trio.current_time() - started) * 1000
+    detail = "" if restarted else f"worker is {h.actor.phase.value}"
+    cases.append(CaseResult("restarts after SIGKILL", restarted, detail, took))
     if not restarted:
         return GateResult("recovery", False, cases)
     after = _stored_state(h)

@@ -98,6 +98,7 @@ def inspect_files(
         problems += found
         if not found:
             handlers = set(manifest.handlers) if manifest else _raw_handlers(files)
+            # an unreadable definition.json is reported once, not again for every case
             plan, found = validate_test_plan(raw, handlers)
             problems += found
 
@@ -157,9 +158,10 @@ def _raw_identity(files: Mapping[str, bytes]) -> tuple[str, str] | None:
         return None
 
 
-def _raw_handlers(files: Mapping[str, bytes]) -> set[str]:
+def _raw_handlers(files: Mapping[str, bytes]) -> set[str] | None:
+    """The declared handlers, or None when definition.json cannot tell."""
     try:
         handlers = json.loads(files[DEFINITION]).get("handlers", [])
         return {h for h in handlers if isinstance(h, str)}
     except (KeyError, AttributeError, TypeError, ValueError):
-        return set()
+        return None

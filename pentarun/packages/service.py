@@ -24,6 +24,7 @@ from ..config import Config
 from ..errors import Conflict, NotFound, Unprocessable
 from ..security import signing
 from ..security.scopes import SCOPES, Level, needs_approval, risk_score
+from ..security.trust import load_trust_store
 from ..store import records
 from ..store.db import Database
 from ..supervisor.policy import Phase
@@ -65,19 +66,6 @@ TERMINAL = {Stage.REJECTED}
 
 def _job(row: records.InstallRow) -> Job:
     return msgspec.convert(row.job, Job)
-
-
-def load_trust_store(directory: Path) -> dict[str, Any]:
-    """`<key_id>.pub` PEM files -> public keys (unreadable files are logged and skipped)."""
-    trust: dict[str, Any] = {}
-    if not directory.is_dir():
-        return trust
-    for path in sorted(directory.glob("*.pub")):
-        try:
-            trust[path.stem] = signing.load_public_key(path.read_bytes())
-        except (OSError, ValueError) as exc:
-            log.error("trust store: cannot load %s: %s", path, exc)
-    return trust
 
 
 class Installs:
