@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="TOML configuration file")
     serve.add_argument("--data-dir", help="where the database, tokens and run.json live")
     serve.add_argument("--admin-bind", help="HOST:PORT of the admin API (port 0 allowed)")
+    serve.add_argument("--log-level", default=argparse.SUPPRESS, help="DEBUG, INFO, WARNING...")
     serve.add_argument(
         "--demo", action="store_true", help="seed a demo property and enable bundled plugins"
     )

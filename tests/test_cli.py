@@ -3,7 +3,7 @@
 import json
 import stat
 
-from pentarun.cli import main
+from pentarun.cli import _parser, main
 
 
 def test_new_validate_pack_sign_test(tmp_path, capsys):
@@ -59,3 +59,9 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     main(["plugin", "new", "twice", "--dir", str(tmp_path)])
     assert main(["plugin", "new", "twice", "--dir", str(tmp_path)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_log_level_is_accepted_before_and_after_the_command():
+    assert _parser().parse_args(["serve", "--log-level", "DEBUG"]).log_level == "DEBUG"
+    assert _parser().parse_args(["--log-level", "DEBUG", "serve"]).log_level == "DEBUG"
+    assert _parser().parse_args(["serve"]).log_level == "INFO"
