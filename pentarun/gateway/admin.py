@@ -284,6 +284,26 @@ def create_admin_app(services: Services) -> QuartTrio:
         actor = supervisor.actors.get(key)
         return json_response({"lines": list(actor.logs) if actor else []})
 
+    @app.get("/api/audit")
+    @operator
+    async def audit_log(op: records.OperatorRow) -> Response:
+        args = request.args
+        since = args.get("since")
+        try:
+            since_value = float(since) if since is not None else None
+            limit = min(int(args.get("limit", 500)), 5000)
+        except ValueError:
+            raise BadRequest("since is a UNIX time in seconds and limit an integer") from None
+        rows = records.list_audit(
+            db,
+            plugin=args.get("plugin"),
+            property_id=args.get("property"),
+            type_=args.get("type"),
+            since=since_value,
+            limit=limit,
+        )
+        return json_response({"events": rows})
+
     @app.post("/api/properties")
     @operator
     async def create_property(op: records.OperatorRow) -> Response:

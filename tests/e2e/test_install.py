@@ -173,6 +173,21 @@ async def test_scopes_above_auto_approve_need_approval_and_can_be_rejected(serve
         rejected = await client.post("/api/plugins/demo/reject", json={"reason": "too risky"})
         assert rejected.json()["install"]["state"] == "REJECTED"
         assert (await client.get("/api/plugins/demo")).json()["reason"] == "too risky"
+        with trio.fail_after(10):  # audit records are written off the request path
+            while (
+                len(
+                    audit := (await client.get("/api/audit", params={"plugin": "demo"})).json()[
+                        "events"
+                    ]
+                )
+                < 2
+            ):
+                await trio.sleep(0.02)
+        assert [e["type"] for e in audit][:2] == ["plugin.rejected", "package.uploaded"]
+        assert audit[1]["risk_score"] == 35 and audit[0]["actor"] == "operator:root"
+        only = (await client.get("/api/audit", params={"type": "plugin.rejected"})).json()["events"]
+        assert len(only) == 1 and only[0]["detail"]["reason"] == "too risky"
+        assert (await client.get("/api/audit", params={"since": "yesterday"})).status_code == 400
 
 
 async def test_a_failing_gate_rejects_with_the_report(server):
