@@ -19,6 +19,7 @@ from ..errors import BadRequest, Conflict, NotFound, PentarunError, WorkerUnavai
 from ..ipc.messages import HttpReply
 from ..security.operators import authenticate
 from ..store import records
+from .http import drain_unread_bodies
 
 if TYPE_CHECKING:
     from ..runtime import Services
@@ -91,6 +92,7 @@ def json_response(data: Any, status: int = 200) -> Response:
 def create_admin_app(services: Services) -> QuartTrio:
     app = QuartTrio("pentarun.admin")
     app.config["MAX_CONTENT_LENGTH"] = services.config.install.max_package_bytes + 1024 * 1024
+    drain_unread_bodies(app)
     db, registry, supervisor = services.db, services.registry, services.supervisor
     installs = services.installs
 

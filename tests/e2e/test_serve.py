@@ -1,85 +1,22 @@
 """`pentarun serve` as a real process: real sockets, a real SQLite file, real workers."""
 
-import json
 import os
 import signal
+import socket
 import stat
-import subprocess
-import sys
+import time
 from pathlib import Path
 
-import httpx
 import pytest
 import trio
 
 from .conftest import PLUGINS
-
-
-class Server:
-    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.data_dir = data_dir
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pentarun",
-                "serve",
-                "--data-dir",
-                str(data_dir),
-                "--admin-bind",
-                "127.0.0.1:0",
-                *args,
-            ],
-            env={**os.environ, **(env or {})},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-
-    async def started(self) -> "Server":
-        try:
-            run = await self._run_file()
-        except BaseException:
-            self.stop(signal.SIGKILL)
-            raise
-        self.url = run["admin_url"]
-        self.token = (self.data_dir / "admin.token").read_text().strip()
-        return self
-
-    async def _run_file(self) -> dict:
-        run_file = self.data_dir / "run.json"
-        with trio.fail_after(20):
-            while True:
-                assert self.process.poll() is None, self.process.stderr.read().decode()
-                if run_file.exists():
-                    run = json.loads(run_file.read_text())
-                    if run["pid"] == self.process.pid:
-                        return run
-                await trio.sleep(0.05)
-
-    def client(self, token: str | None = "root") -> httpx.AsyncClient:
-        headers = {"Authorization": f"Bearer {self.token}"} if token == "root" else {}
-        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=10)
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        code = self.process.wait(timeout=20)
-        self.process.stderr.close()
-        return code
+from .server import Server, wait_worker
 
 
 @pytest.fixture
 def data_dir(tmp_path):
     return tmp_path / "var"
-
-
-async def wait_running(client: httpx.AsyncClient, key: str) -> dict:
-    with trio.fail_after(15):
-        while True:
-            detail = (await client.get(f"/api/plugins/{key}")).json()
-            if detail["worker"] and detail["worker"]["state"] == "RUNNING":
-                return detail
-            await trio.sleep(0.05)
 
 
 async def test_serve_runs_a_plugin_from_source_and_calls_it(data_dir):
@@ -93,7 +30,7 @@ async def test_serve_runs_a_plugin_from_source_and_calls_it(data_dir):
                 await client.post("/api/properties", json={"id": "p1", "name": "One"})
             ).status_code == 201
             assert (await client.put("/api/plugins/probe/properties/p1")).status_code == 200
-            detail = await wait_running(client, "probe")
+            detail = await wait_worker(client, "probe")
             assert detail["properties"] == ["p1"] and detail["worker"]["pid"] > 0
             call = {"handler": "store.roundtrip", "property": "p1", "params": {"set": 5}}
             response = await client.post("/api/plugins/probe/call", json=call)
@@ -141,7 +78,7 @@ async def test_state_and_token_survive_a_restart(data_dir):
         async with server.client() as client:
             await client.post("/api/properties", json={"id": "p1", "name": "One"})
             await client.put("/api/plugins/probe/properties/p1")
-            await wait_running(client, "probe")
+            await wait_worker(client, "probe")
             call = {"handler": "store.roundtrip", "property": "p1", "params": {"set": "kept"}}
             assert (await client.post("/api/plugins/probe/call", json=call)).status_code == 200
     finally:
@@ -152,7 +89,7 @@ async def test_state_and_token_survive_a_restart(data_dir):
     try:
         assert server.token == token
         async with server.client() as client:
-            await wait_running(client, "probe")
+            await wait_worker(client, "probe")
             call = {"handler": "store.roundtrip", "property": "p1"}
             result = (await client.post("/api/plugins/probe/call", json=call)).json()
             assert result == {"result": {"value": "kept", "keys": ["value"]}}
@@ -164,7 +101,7 @@ async def test_demo_serves_the_hello_plugin(data_dir):
     server = await Server(data_dir, "--demo").started()
     try:
         async with server.client() as client:
-            await wait_running(client, "hello")
+            await wait_worker(client, "hello")
             call = {"handler": "hello", "property": "demo", "params": {"name": "Ada"}}
             result = (await client.post("/api/plugins/hello/call", json=call)).json()["result"]
             assert result["greeting"] == "Hello, Ada!" and result["property"]["id"] == "demo"
@@ -186,7 +123,7 @@ async def test_a_crash_looping_plugin_leaves_the_server_serving(data_dir):
             await client.post("/api/properties", json={"id": "p1", "name": "One"})
             for key in ("crashy", "probe"):
                 await client.put(f"/api/plugins/{key}/properties/p1")
-            await wait_running(client, "probe")
+            await wait_worker(client, "probe")
             echo = {"handler": "echo", "property": "p1"}
             with trio.fail_after(15):
                 while True:
@@ -217,8 +154,58 @@ def process_gone(pid: int) -> bool:
 async def test_workers_exit_when_the_server_is_killed(data_dir):
     server = await Server(data_dir, "--plugin-dir", str(PLUGINS / "probe")).started()
     async with server.client() as client:
-        pid = (await wait_running(client, "probe"))["worker"]["pid"]
+        pid = (await wait_worker(client, "probe"))["worker"]["pid"]
     server.stop(signal.SIGKILL)
     with trio.fail_after(10):
         while not process_gone(pid):
             await trio.sleep(0.05)
+
+
+def read_response(sock) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """One whole HTTP/1.1 response (Content-Length framed) from a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before a response")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(b":", 1) for line in lines)}
+    while len(body) < int(headers.get(b"content-length", b"0")):
+        body += sock.recv(65536)
+    return status, headers, body
+
+
+async def test_an_early_answer_never_hangs_the_keep_alive_connection(data_dir):
+    """quart-trio answering before the body arrived used to hang the connection's next request."""
+
+    server = await Server(data_dir).started()
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    body = b'{"handler": "x", "property": "p"}'
+    head = (
+        b"POST /api/plugins/x/call HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    second = b"GET /api/plugins HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer pvo_nope\r\n\r\n"
+
+    def exchange(body_delay: float | None) -> list[bytes]:
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(head)
+            if body_delay is not None:
+                time.sleep(body_delay)
+                sock.sendall(body)
+            status, headers, _ = read_response(sock)
+            assert status.startswith(b"HTTP/1.1 401")
+            if headers.get(b"connection") == b"close":
+                return [b"closed"]
+            sock.sendall(second)
+            return [read_response(sock)[0]]
+
+    try:
+        for delay in (0.0, 0.3):  # body with the head, body after the answer
+            assert (await trio.to_thread.run_sync(exchange, delay))[0].startswith(b"HTTP/1.1 401")
+        # a body that never comes: the answer says close, so the client knows to reconnect
+        assert await trio.to_thread.run_sync(exchange, None) == [b"closed"]
+    finally:
+        server.stop()
