@@ -15,9 +15,33 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from ..errors import BadRequest, Conflict, NotFound, PentarunError, WorkerUnavailable
+from ..errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PentarunError,
+    WorkerUnavailable,
+)
 from ..ipc.messages import HttpReply
-from ..security.operators import authenticate
+from ..security.operators import (
+    ASSIGN,
+    AUDIT,
+    CALL,
+    MANAGE_PLUGINS,
+    OPERATORS,
+    PERMISSIONS,
+    PROPERTIES,
+    PROPERTY_SCOPED,
+    READ,
+    ROLES,
+    authenticate,
+    can_see_property,
+    require,
+)
+from ..security.operators import (
+    create as create_operator_token,
+)
 from ..store import records
 from .http import drain_unread_bodies
 
@@ -39,6 +63,12 @@ class CallRequest(msgspec.Struct, forbid_unknown_fields=True):
 class PropertyRequest(msgspec.Struct, forbid_unknown_fields=True):
     id: str
     name: str
+
+
+class OperatorRequest(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    role: str
+    properties: list[str] = []
 
 
 class ApproveRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -89,6 +119,14 @@ def json_response(data: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(data), status=status, content_type="application/json")
 
 
+def _require_each(op: records.OperatorRow, properties: list[str]) -> None:
+    """Per-property actions need the permission for every property named; none means all."""
+    if not properties:
+        require(op, MANAGE_PLUGINS)
+    for pid in properties:
+        require(op, ASSIGN, pid)
+
+
 def create_admin_app(services: Services) -> QuartTrio:
     app = QuartTrio("pentarun.admin")
     app.config["MAX_CONTENT_LENGTH"] = services.config.install.max_package_bytes + 1024 * 1024
@@ -96,15 +134,23 @@ def create_admin_app(services: Services) -> QuartTrio:
     db, registry, supervisor = services.db, services.registry, services.supervisor
     installs = services.installs
 
-    def operator(handler: Handler) -> Handler:
-        """Require an operator token; the route gets the operator as `op`."""
+    def operator(permission: str) -> Callable[[Handler], Handler]:
+        """Require an operator token whose role has `permission`; the route gets it as `op`.
 
-        @wraps(handler)
-        async def checked(**kwargs: Any) -> Any:
-            op = authenticate(db, request.headers.get("Authorization"))
-            return await handler(op=op, **kwargs)
+        Routes acting on one property also call `require(op, permission, pid)`.
+        """
 
-        return checked
+        def wrap(handler: Handler) -> Handler:
+            @wraps(handler)
+            async def checked(**kwargs: Any) -> Any:
+                op = authenticate(db, request.headers.get("Authorization"))
+                if permission not in PERMISSIONS.get(op.role, frozenset()):
+                    require(op, permission)  # raises Forbidden with the reason
+                return await handler(op=op, **kwargs)
+
+            return checked
+
+        return wrap
 
     @app.errorhandler(PentarunError)
     async def pentarun_error(exc: PentarunError) -> Response:
@@ -135,50 +181,50 @@ def create_admin_app(services: Services) -> QuartTrio:
         return json_response({"ready": ready}, 200 if ready else 503)
 
     @app.get("/api/plugins")
-    @operator
+    @operator(READ)
     async def list_plugins(op: records.OperatorRow) -> Response:
         rows = records.list_plugins(db)
         return json_response({"plugins": [registry.summary(row) for row in rows]})
 
     @app.get("/api/plugins/<key>")
-    @operator
+    @operator(READ)
     async def plugin_detail(op: records.OperatorRow, key: str) -> Response:
         return json_response({**registry.detail(key), **installs.describe(key)})
 
     @app.post("/api/plugins")
-    @operator
+    @operator(MANAGE_PLUGINS)
     async def upload(op: records.OperatorRow) -> Response:
         row = await installs.upload(await package_bytes(), f"operator:{op.name}")
         detail = {**registry.detail(row.plugin_key), **installs.describe(row.plugin_key)}
         return json_response(detail, 202)
 
     @app.post("/api/plugins/<key>/approve")
-    @operator
+    @operator(MANAGE_PLUGINS)
     async def approve(op: records.OperatorRow, key: str) -> Response:
         body = await parse_body(ApproveRequest)
         await installs.approve(key, body.digest, f"operator:{op.name}")
         return json_response(installs.describe(key))
 
     @app.post("/api/plugins/<key>/reject")
-    @operator
+    @operator(MANAGE_PLUGINS)
     async def reject(op: records.OperatorRow, key: str) -> Response:
         body = await parse_body(ReasonRequest)
         await installs.reject(key, f"operator:{op.name}", body.reason or "rejected by operator")
         return json_response(installs.describe(key))
 
     @app.post("/api/plugins/<key>/tests")
-    @operator
+    @operator(MANAGE_PLUGINS)
     async def run_tests(op: records.OperatorRow, key: str) -> Response:
         return json_response({"run_id": await installs.run_tests(key, f"operator:{op.name}")}, 202)
 
     @app.get("/api/plugins/<key>/tests")
-    @operator
+    @operator(READ)
     async def list_test_runs(op: records.OperatorRow, key: str) -> Response:
         registry.plugin(key)
         return json_response({"runs": records.test_runs(db, key)})
 
     @app.get("/api/plugins/<key>/tests/<run_id>")
-    @operator
+    @operator(READ)
     async def get_test_run(op: records.OperatorRow, key: str, run_id: str) -> Response:
         run = records.test_run(db, run_id)
         if run is None or run.plugin_key != key:
@@ -186,21 +232,23 @@ def create_admin_app(services: Services) -> QuartTrio:
         return json_response(run)
 
     @app.post("/api/plugins/<key>/enable")
-    @operator
+    @operator(ASSIGN)
     async def enable(op: records.OperatorRow, key: str) -> Response:
         body = await parse_body(PropertiesRequest)
+        _require_each(op, body.properties)
         await installs.enable(key, body.properties, f"operator:{op.name}")
         return json_response({**registry.detail(key), **installs.describe(key)})
 
     @app.post("/api/plugins/<key>/disable")
-    @operator
+    @operator(ASSIGN)
     async def disable(op: records.OperatorRow, key: str) -> Response:
         body = await parse_body(PropertiesRequest)
+        _require_each(op, body.properties)
         await installs.disable(key, body.properties, f"operator:{op.name}")
         return json_response({**registry.detail(key), **installs.describe(key)})
 
     @app.post("/api/plugins/<key>/quarantine")
-    @operator
+    @operator(MANAGE_PLUGINS)
     async def quarantine(op: records.OperatorRow, key: str) -> Response:
         body = await parse_body(ReasonRequest)
         reason = body.reason or f"quarantined by operator {op.name}"
@@ -208,21 +256,22 @@ def create_admin_app(services: Services) -> QuartTrio:
         return json_response({**registry.detail(key), **installs.describe(key)})
 
     @app.post("/api/plugins/<key>/release")
-    @operator
+    @operator(MANAGE_PLUGINS)
     async def release(op: records.OperatorRow, key: str) -> Response:
         await installs.release(key, f"operator:{op.name}")
         return json_response({**registry.detail(key), **installs.describe(key)}, 202)
 
     @app.delete("/api/plugins/<key>")
-    @operator
+    @operator(MANAGE_PLUGINS)
     async def uninstall(op: records.OperatorRow, key: str) -> Response:
         await installs.uninstall(key, f"operator:{op.name}")
         return json_response({"plugin": key, "uninstalled": True})
 
     @app.post("/api/plugins/<key>/call")
-    @operator
+    @operator(CALL)
     async def call_plugin(op: records.OperatorRow, key: str) -> Response:
         body = await parse_body(CallRequest)
+        require(op, CALL, body.property)
         plugin = registry.plugin(key)
         actor = supervisor.actors.get(key)
         if actor is None:
@@ -250,8 +299,9 @@ def create_admin_app(services: Services) -> QuartTrio:
         return json_response({"result": reply.value})
 
     @app.put("/api/plugins/<key>/properties/<pid>")
-    @operator
+    @operator(ASSIGN)
     async def assign(op: records.OperatorRow, key: str, pid: str) -> Response:
+        require(op, ASSIGN, pid)
         await registry.assign(key, pid)
         records.audit(
             db, f"operator:{op.name}", "plugin.property_assigned", plugin=key, property_id=pid
@@ -259,8 +309,9 @@ def create_admin_app(services: Services) -> QuartTrio:
         return json_response({"plugin": key, "property": pid, "assigned": True})
 
     @app.delete("/api/plugins/<key>/properties/<pid>")
-    @operator
+    @operator(ASSIGN)
     async def unassign(op: records.OperatorRow, key: str, pid: str) -> Response:
+        require(op, ASSIGN, pid)
         await registry.unassign(key, pid)
         records.audit(
             db, f"operator:{op.name}", "plugin.property_unassigned", plugin=key, property_id=pid
@@ -268,26 +319,26 @@ def create_admin_app(services: Services) -> QuartTrio:
         return json_response({"plugin": key, "property": pid, "assigned": False})
 
     @app.get("/api/plugins/<key>/events")
-    @operator
+    @operator(READ)
     async def plugin_events(op: records.OperatorRow, key: str) -> Response:
         registry.plugin(key)
         return json_response({"events": records.list_events(db, key)})
 
     @app.get("/api/plugins/<key>/health")
-    @operator
+    @operator(READ)
     async def plugin_health(op: records.OperatorRow, key: str) -> Response:
         registry.plugin(key)
         return json_response({"checks": records.list_health(db, key)})
 
     @app.get("/api/plugins/<key>/logs")
-    @operator
+    @operator(READ)
     async def plugin_logs(op: records.OperatorRow, key: str) -> Response:
         registry.plugin(key)
         actor = supervisor.actors.get(key)
         return json_response({"lines": list(actor.logs) if actor else []})
 
     @app.get("/api/audit")
-    @operator
+    @operator(AUDIT)
     async def audit_log(op: records.OperatorRow) -> Response:
         args = request.args
         since = args.get("since")
@@ -296,18 +347,73 @@ def create_admin_app(services: Services) -> QuartTrio:
             limit = min(int(args.get("limit", 500)), 5000)
         except ValueError:
             raise BadRequest("since is a UNIX time in seconds and limit an integer") from None
+        property_id = args.get("property")
+        if op.role in PROPERTY_SCOPED and property_id is None:
+            raise Forbidden("a property manager reads the audit log of one of its properties")
+        require(op, AUDIT, property_id)
         rows = records.list_audit(
             db,
             plugin=args.get("plugin"),
-            property_id=args.get("property"),
+            property_id=property_id,
             type_=args.get("type"),
             since=since_value,
             limit=limit,
         )
         return json_response({"events": rows})
 
+    @app.post("/api/operators")
+    @operator(OPERATORS)
+    async def create_operator(op: records.OperatorRow) -> Response:
+        body = await parse_body(OperatorRequest)
+        if body.role not in ROLES:
+            raise BadRequest(f"role must be one of {list(ROLES)}", {"role": body.role})
+        if body.role == "root" and op.role != "root":
+            raise Forbidden("only root creates root operators")
+        if not body.name.strip():
+            raise BadRequest("an operator needs a name")
+        if body.role == "property_manager" and not body.properties:
+            raise BadRequest("a property manager needs at least one property")
+        for pid in body.properties:
+            if records.get_property(db, pid) is None:
+                raise NotFound(f"no property {pid!r}", {"property": pid})
+        row, token = await create_operator_token(db, body.name, body.role, body.properties)
+        records.audit(
+            db,
+            f"operator:{op.name}",
+            "operator.created",
+            detail={"id": row.id, "name": row.name, "role": row.role},
+        )
+        return json_response({**msgspec.to_builtins(row), "token": token}, 201)
+
+    @app.get("/api/operators")
+    @operator(OPERATORS)
+    async def list_operators(op: records.OperatorRow) -> Response:
+        return json_response({"operators": records.list_operators(db)})
+
+    @app.get("/api/operators/<operator_id>")
+    @operator(OPERATORS)
+    async def get_operator(op: records.OperatorRow, operator_id: str) -> Response:
+        row = records.get_operator(db, operator_id)
+        if row is None:
+            raise NotFound(f"no operator {operator_id!r}")
+        return json_response(row)
+
+    @app.delete("/api/operators/<operator_id>")
+    @operator(OPERATORS)
+    async def delete_operator(op: records.OperatorRow, operator_id: str) -> Response:
+        row = records.get_operator(db, operator_id)
+        if row is None:
+            raise NotFound(f"no operator {operator_id!r}")
+        if row.id == op.id:
+            raise Conflict("operators cannot revoke themselves")
+        if row.role == "root" and op.role != "root":
+            raise Forbidden("only root revokes root operators")
+        await records.revoke_operator(db, operator_id)
+        records.audit(db, f"operator:{op.name}", "operator.revoked", detail={"id": operator_id})
+        return json_response({"id": operator_id, "revoked": True})
+
     @app.post("/api/properties")
-    @operator
+    @operator(PROPERTIES)
     async def create_property(op: records.OperatorRow) -> Response:
         body = await parse_body(PropertyRequest)
         if records.get_property(db, body.id) is not None:
@@ -317,15 +423,16 @@ def create_admin_app(services: Services) -> QuartTrio:
         return json_response(row, 201)
 
     @app.get("/api/properties")
-    @operator
+    @operator(READ)
     async def list_properties(op: records.OperatorRow) -> Response:
-        return json_response({"properties": records.list_properties(db)})
+        rows = [p for p in records.list_properties(db) if can_see_property(op, p.id)]
+        return json_response({"properties": rows})
 
     @app.get("/api/properties/<pid>")
-    @operator
+    @operator(READ)
     async def get_property(op: records.OperatorRow, pid: str) -> Response:
         row = records.get_property(db, pid)
-        if row is None:
+        if row is None or not can_see_property(op, pid):
             raise NotFound(f"no property {pid!r}")
         return json_response(row)
 

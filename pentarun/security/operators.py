@@ -1,7 +1,12 @@
-"""Operator bearer tokens. Only a SHA-256 of each token is stored; the token is shown once.
+"""Operators: bearer tokens and roles. Only a SHA-256 of each token is stored; shown once.
 
 The first start creates a `root` operator and writes its token to `<data-dir>/admin.token`
-with mode 0600.
+with mode 0600. Roles (what each may do is the PERMISSIONS table):
+    root              everything
+    admin             everything but managing root operators
+    property_manager  read; and for its listed properties only: enable/disable plugins, cameras,
+                      Home Assistant keys, calls, events
+    viewer            read only
 """
 
 from __future__ import annotations
@@ -12,11 +17,74 @@ import secrets
 import uuid
 from pathlib import Path
 
-from ..errors import Unauthorized
+from ..errors import Forbidden, Unauthorized
 from ..store import records
 from ..store.db import Database
 
 ROLES = ("root", "admin", "property_manager", "viewer")
+
+READ = "read"
+MANAGE_PLUGINS = "plugins.manage"  # upload, approve, test, quarantine, release, uninstall
+ASSIGN = "plugins.assign"  # enable/disable for a property
+PROPERTIES = "properties.create"
+CAMERAS = "cameras.manage"
+HA_KEYS = "ha_keys.manage"
+CALL = "plugins.call"
+EVENTS = "events.publish"
+OPERATORS = "operators.manage"
+AUDIT = "audit.read"
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "root": frozenset(
+        {READ, MANAGE_PLUGINS, ASSIGN, PROPERTIES, CAMERAS, HA_KEYS, CALL, EVENTS, OPERATORS, AUDIT}
+    ),
+    "admin": frozenset(
+        {READ, MANAGE_PLUGINS, ASSIGN, PROPERTIES, CAMERAS, HA_KEYS, CALL, EVENTS, OPERATORS, AUDIT}
+    ),
+    "property_manager": frozenset({READ, ASSIGN, CAMERAS, HA_KEYS, CALL, EVENTS, AUDIT}),
+    "viewer": frozenset({READ}),
+}
+PROPERTY_SCOPED = {"property_manager"}
+
+
+def allowed(op: records.OperatorRow, permission: str, property_id: str | None = None) -> bool:
+    if permission not in PERMISSIONS.get(op.role, frozenset()):
+        return False
+    if op.role in PROPERTY_SCOPED and permission != READ:
+        return property_id is not None and property_id in op.properties
+    return True
+
+
+def require(op: records.OperatorRow, permission: str, property_id: str | None = None) -> None:
+    """Raise Forbidden unless this operator may do this (for this property)."""
+    if not allowed(op, permission, property_id):
+        where = f" for property {property_id!r}" if property_id else ""
+        raise Forbidden(
+            f"operator {op.name!r} ({op.role}) may not {permission}{where}",
+            {"role": op.role, "permission": permission, "property": property_id},
+        )
+
+
+def can_see_property(op: records.OperatorRow, property_id: str) -> bool:
+    return op.role not in PROPERTY_SCOPED or property_id in op.properties
+
+
+async def create(
+    db: Database, name: str, role: str, properties: list[str]
+) -> tuple[records.OperatorRow, str]:
+    """A new operator and its token (returned once, never stored)."""
+    token = new_token()
+    row = await records.create_operator(
+        db,
+        uuid.uuid4().hex,
+        name=name,
+        role=role,
+        token_hash=hash_token(token),
+        properties=properties,
+    )
+    return row, token
+
+
 TOKEN_FILE = "admin.token"
 
 

@@ -300,9 +300,7 @@ def operator_by_token_hash(db: Database, token_hash: str) -> OperatorRow | None:
     r = db.read_one(
         "SELECT * FROM operators WHERE token_hash = ? AND revoked_at IS NULL", (token_hash,)
     )
-    if r is None:
-        return None
-    return OperatorRow(r["id"], r["name"], r["role"], json.loads(r["properties"]), r["created_at"])
+    return _operator(r) if r else None
 
 
 def count_operators(db: Database) -> int:
@@ -556,4 +554,25 @@ async def mark_interrupted_test_runs(db: Database) -> int:
              report = '{"ok": false, "error": "interrupted by a server restart"}'
            WHERE status = 'running'""",
         (time.time(),),
+    )
+
+
+def _operator(r: sqlite3.Row) -> OperatorRow:
+    return OperatorRow(r["id"], r["name"], r["role"], json.loads(r["properties"]), r["created_at"])
+
+
+def list_operators(db: Database) -> list[OperatorRow]:
+    rows = db.read("SELECT * FROM operators WHERE revoked_at IS NULL ORDER BY created_at")
+    return [_operator(r) for r in rows]
+
+
+def get_operator(db: Database, operator_id: str) -> OperatorRow | None:
+    r = db.read_one("SELECT * FROM operators WHERE id = ? AND revoked_at IS NULL", (operator_id,))
+    return _operator(r) if r else None
+
+
+async def revoke_operator(db: Database, operator_id: str) -> int:
+    return await db.execute(
+        "UPDATE operators SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+        (time.time(), operator_id),
     )
