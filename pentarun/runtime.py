@@ -23,6 +23,7 @@ from .gateway.admin import create_admin_app
 from .packages.service import Installs
 from .registry import Registry, read_source_definition
 from .security.operators import ensure_root
+from .security.stream_tokens import StreamTokens, load_secret
 from .security.tokens import PluginTokens
 from .store import records
 from .store.db import Database, open_database
@@ -94,7 +95,10 @@ async def run_server(
         token_file = await ensure_root(db, data_dir)
         if token_file is not None:
             log.warning("created the root operator token in %s", token_file)
-        supervisor = Supervisor(config.supervisor, db, PluginTokens())
+        streams = StreamTokens(
+            await trio.to_thread.run_sync(load_secret, data_dir / "stream.secret")
+        )
+        supervisor = Supervisor(config.supervisor, db, PluginTokens(), streams)
         await nursery.start(supervisor.run)
         installs = Installs(config, data_dir, db, supervisor)
         await nursery.start(installs.run)  # resumes interrupted installs, starts enabled plugins

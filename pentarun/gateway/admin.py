@@ -6,6 +6,8 @@ Every route but /healthz, /readyz and /metrics needs an operator bearer token.
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,10 +26,13 @@ from ..errors import (
     WorkerUnavailable,
 )
 from ..ipc.messages import HttpReply
+from ..security import ha_keys
 from ..security.operators import (
     ASSIGN,
     AUDIT,
     CALL,
+    CAMERAS,
+    HA_KEYS,
     MANAGE_PLUGINS,
     OPERATORS,
     PERMISSIONS,
@@ -37,6 +42,7 @@ from ..security.operators import (
     ROLES,
     authenticate,
     can_see_property,
+    hash_token,
     require,
 )
 from ..security.operators import (
@@ -69,6 +75,25 @@ class OperatorRequest(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     role: str
     properties: list[str] = []
+
+
+class CameraSource(msgspec.Struct, forbid_unknown_fields=True):
+    kind: str
+
+
+class CameraRequest(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    name: str
+    source: CameraSource = msgspec.field(default_factory=lambda: CameraSource("demo"))
+    has_audio: bool = False
+
+
+class HaKeyRequest(msgspec.Struct, forbid_unknown_fields=True):
+    name: str = ""
+
+
+CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+CAMERA_KINDS = ("demo",)
 
 
 class ApproveRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -411,6 +436,83 @@ def create_admin_app(services: Services) -> QuartTrio:
         await records.revoke_operator(db, operator_id)
         records.audit(db, f"operator:{op.name}", "operator.revoked", detail={"id": operator_id})
         return json_response({"id": operator_id, "revoked": True})
+
+    def visible_property(op: records.OperatorRow, pid: str) -> records.PropertyRow:
+        row = records.get_property(db, pid)
+        if row is None or not can_see_property(op, pid):
+            raise NotFound(f"no property {pid!r}", {"property": pid})
+        return row
+
+    @app.post("/api/properties/<pid>/cameras")
+    @operator(CAMERAS)
+    async def create_camera(op: records.OperatorRow, pid: str) -> Response:
+        visible_property(op, pid)
+        require(op, CAMERAS, pid)
+        body = await parse_body(CameraRequest)
+        if not CAMERA_ID.match(body.id):
+            raise BadRequest(f"camera id must match {CAMERA_ID.pattern}")
+        if body.source.kind not in CAMERA_KINDS:
+            raise BadRequest(f"camera source kind must be one of {list(CAMERA_KINDS)}")
+        if records.get_camera(db, pid, body.id) is not None:
+            raise Conflict(f"property {pid!r} already has a camera {body.id!r}")
+        row = await records.create_camera(
+            db,
+            pid,
+            body.id,
+            name=body.name,
+            source=msgspec.to_builtins(body.source),
+            has_audio=body.has_audio,
+        )
+        records.audit(
+            db, f"operator:{op.name}", "camera.created", property_id=pid, detail={"camera": body.id}
+        )
+        return json_response(row, 201)
+
+    @app.get("/api/properties/<pid>/cameras")
+    @operator(READ)
+    async def list_cameras(op: records.OperatorRow, pid: str) -> Response:
+        visible_property(op, pid)
+        return json_response({"cameras": records.cameras_of(db, pid)})
+
+    @app.post("/api/properties/<pid>/ha-keys")
+    @operator(HA_KEYS)
+    async def create_ha_key(op: records.OperatorRow, pid: str) -> Response:
+        visible_property(op, pid)
+        require(op, HA_KEYS, pid)
+        body = await parse_body(HaKeyRequest)
+        key = ha_keys.new_key()
+        row = await records.create_ha_key(db, uuid.uuid4().hex, pid, hash_token(key), body.name)
+        records.audit(
+            db,
+            f"operator:{op.name}",
+            "ha_key.created",
+            property_id=pid,
+            detail={"id": row.id, "name": row.name},
+        )
+        return json_response({"id": row.id, "key": key, "property_id": pid, "name": row.name}, 201)
+
+    @app.get("/api/properties/<pid>/ha-keys")
+    @operator(READ)
+    async def list_ha_keys(op: records.OperatorRow, pid: str) -> Response:
+        visible_property(op, pid)
+        return json_response({"keys": records.ha_keys_of(db, pid)})
+
+    @app.delete("/api/ha-keys/<key_id>")
+    @operator(HA_KEYS)
+    async def revoke_ha_key(op: records.OperatorRow, key_id: str) -> Response:
+        row = records.get_ha_key(db, key_id)
+        if row is None or not can_see_property(op, row.property_id):
+            raise NotFound(f"no key {key_id!r}")
+        require(op, HA_KEYS, row.property_id)
+        await records.revoke_ha_key(db, key_id)
+        records.audit(
+            db,
+            f"operator:{op.name}",
+            "ha_key.revoked",
+            property_id=row.property_id,
+            detail={"id": key_id},
+        )
+        return json_response({"id": key_id, "revoked": True})
 
     @app.post("/api/properties")
     @operator(PROPERTIES)

@@ -9,41 +9,34 @@ Only then does the call run, confined to that one plugin and property.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from ..errors import BadRequest, NotFound, PentarunError, PropertyNotAssigned, ScopeDenied
 from ..ipc.messages import CoreCall
+from ..security.stream_tokens import StreamTokens
 from ..security.tokens import PluginTokens
 from ..store import records
 from ..store.db import Database
+from .cameras import CALLS as CAMERA_CALLS
+from .request import CoreFn, CoreRequest
 
 MAX_STATE_KEY = 256
 MAX_STATE_VALUE = 64 * 1024
 
 
-@dataclass(frozen=True)
-class CoreRequest:
-    plugin: str
-    property: str
-    params: dict[str, Any]
-    db: Database
-
-
-CoreFn = Callable[[CoreRequest], Awaitable[Any]]
-
-
 class CoreApi:
-    def __init__(self, db: Database, tokens: PluginTokens) -> None:
+    def __init__(self, db: Database, tokens: PluginTokens, streams: StreamTokens) -> None:
         self.db = db
         self.tokens = tokens
+        self.streams = streams
         self._calls: dict[str, tuple[str | None, CoreFn]] = {}
         for name, fn in _STORE_CALLS.items():
             self.register(name, None, fn)
         self.register("properties.get", "properties:read", _property_get)
+        for name, (scope, camera_fn) in CAMERA_CALLS.items():
+            self.register(name, scope, camera_fn)
 
     def register(self, name: str, scope: str | None, fn: CoreFn) -> None:
         self._calls[name] = (scope, fn)
@@ -74,7 +67,7 @@ class CoreApi:
                 detail={"call": call.name, "code": exc.error_code, "message": exc.message},
             )
             raise
-        return await fn(CoreRequest(plugin_key, call.property, call.params, self.db))
+        return await fn(CoreRequest(plugin_key, call.property, call.params, self.db, self.streams))
 
 
 def _key(request: CoreRequest) -> str:

@@ -43,6 +43,11 @@ from .testplan import Case, TestPlan
 
 GATES = ("self", "integration", "security", "load", "recovery")
 FIXTURE_PROPERTIES = (("fixture-a", "Fixture property A"), ("fixture-b", "Fixture property B"))
+FIXTURE_CAMERAS = (
+    ("fixture-a", "front", "Front door"),
+    ("fixture-a", "yard", "Back yard"),
+    ("fixture-b", "gate", "Gate"),
+)
 HOME, OTHER = FIXTURE_PROPERTIES[0][0], FIXTURE_PROPERTIES[1][0]
 
 Progress = Callable[[str], None]
@@ -114,6 +119,8 @@ async def _harness(
             )
             for pid, name in FIXTURE_PROPERTIES:
                 await records.create_property(db, pid, name)
+            for pid, camera, name in FIXTURE_CAMERAS:
+                await records.create_camera(db, pid, camera, name=name, source={"kind": "demo"})
             await records.assign_property(db, manifest.key, HOME)
             actor = await supervisor.add(spec, list(manifest.scopes))
             try:

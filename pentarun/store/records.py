@@ -576,3 +576,99 @@ async def revoke_operator(db: Database, operator_id: str) -> int:
         "UPDATE operators SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
         (time.time(), operator_id),
     )
+
+
+# --- cameras and Home Assistant keys ---------------------------------------------------------
+
+
+class CameraRow(msgspec.Struct, frozen=True):
+    property_id: str
+    id: str
+    name: str
+    source: dict[str, Any]
+    has_audio: bool
+    created_at: float
+
+
+def _camera(r: sqlite3.Row) -> CameraRow:
+    return CameraRow(
+        r["property_id"],
+        r["id"],
+        r["name"],
+        json.loads(r["source"]),
+        bool(r["has_audio"]),
+        r["created_at"],
+    )
+
+
+async def create_camera(
+    db: Database,
+    property_id: str,
+    camera_id: str,
+    *,
+    name: str,
+    source: dict[str, Any],
+    has_audio: bool = False,
+) -> CameraRow:
+    row = CameraRow(property_id, camera_id, name, source, has_audio, time.time())
+    await db.execute(
+        """INSERT INTO cameras (property_id, id, name, source, has_audio, created_at)
+           VALUES (?, ?, ?, ?, ?, ?)""",
+        (property_id, camera_id, name, json.dumps(source), int(has_audio), row.created_at),
+    )
+    return row
+
+
+def cameras_of(db: Database, property_id: str) -> list[CameraRow]:
+    rows = db.read("SELECT * FROM cameras WHERE property_id = ? ORDER BY id", (property_id,))
+    return [_camera(r) for r in rows]
+
+
+def get_camera(db: Database, property_id: str, camera_id: str) -> CameraRow | None:
+    r = db.read_one(
+        "SELECT * FROM cameras WHERE property_id = ? AND id = ?", (property_id, camera_id)
+    )
+    return _camera(r) if r else None
+
+
+class HaKeyRow(msgspec.Struct, frozen=True):
+    id: str
+    property_id: str
+    name: str
+    created_at: float
+
+
+async def create_ha_key(
+    db: Database, key_id: str, property_id: str, key_hash: str, name: str
+) -> HaKeyRow:
+    row = HaKeyRow(key_id, property_id, name, time.time())
+    await db.execute(
+        "INSERT INTO ha_keys (id, property_id, key_hash, name, created_at) VALUES (?, ?, ?, ?, ?)",
+        (key_id, property_id, key_hash, name, row.created_at),
+    )
+    return row
+
+
+def ha_key_by_hash(db: Database, key_hash: str) -> HaKeyRow | None:
+    r = db.read_one("SELECT * FROM ha_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,))
+    return HaKeyRow(r["id"], r["property_id"], r["name"], r["created_at"]) if r else None
+
+
+def ha_keys_of(db: Database, property_id: str) -> list[HaKeyRow]:
+    rows = db.read(
+        "SELECT * FROM ha_keys WHERE property_id = ? AND revoked_at IS NULL ORDER BY created_at",
+        (property_id,),
+    )
+    return [HaKeyRow(r["id"], r["property_id"], r["name"], r["created_at"]) for r in rows]
+
+
+def get_ha_key(db: Database, key_id: str) -> HaKeyRow | None:
+    r = db.read_one("SELECT * FROM ha_keys WHERE id = ? AND revoked_at IS NULL", (key_id,))
+    return HaKeyRow(r["id"], r["property_id"], r["name"], r["created_at"]) if r else None
+
+
+async def revoke_ha_key(db: Database, key_id: str) -> int:
+    return await db.execute(
+        "UPDATE ha_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+        (time.time(), key_id),
+    )

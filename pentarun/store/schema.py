@@ -114,6 +114,26 @@ MIGRATIONS: list[str] = [
     CREATE INDEX plugin_installs_by_plugin ON plugin_installs (plugin_key, created_at);
     CREATE UNIQUE INDEX plugin_installs_one_active ON plugin_installs (plugin_key) WHERE active = 1;
     """,
+    # 3: cameras of properties, Home Assistant keys
+    """
+    CREATE TABLE cameras (
+        property_id TEXT NOT NULL REFERENCES properties(id) ON DELETE CASCADE,
+        id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        source TEXT NOT NULL DEFAULT '{"kind": "demo"}',
+        has_audio INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (property_id, id)
+    );
+    CREATE TABLE ha_keys (
+        id TEXT PRIMARY KEY,
+        property_id TEXT NOT NULL REFERENCES properties(id) ON DELETE CASCADE,
+        key_hash TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -7,6 +7,7 @@ plugin (logged and marked), never propagated to other plugins or the gateway.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from ..config import SupervisorConfig
 from ..errors import NotFound
 from ..ipc.messages import CoreCall
 from ..lanes.core import CoreApi
+from ..security.stream_tokens import StreamTokens
 from ..security.tokens import PluginTokens
 from ..store import records
 from ..store.db import Database
@@ -46,11 +48,17 @@ class _Reporting:
 
 
 class Supervisor:
-    def __init__(self, config: SupervisorConfig, db: Database, tokens: PluginTokens) -> None:
+    def __init__(
+        self,
+        config: SupervisorConfig,
+        db: Database,
+        tokens: PluginTokens,
+        streams: StreamTokens | None = None,
+    ) -> None:
         self.config = config
         self.db = db
         self.tokens = tokens
-        self.core_api = CoreApi(db, tokens)
+        self.core_api = CoreApi(db, tokens, streams or StreamTokens(secrets.token_bytes(32)))
         self.actors: dict[str, WorkerActor] = {}
         self._scopes: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None

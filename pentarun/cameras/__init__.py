@@ -1,0 +1,1 @@
+"""PentaVision data that plugins reach through the core: cameras and their frames."""
