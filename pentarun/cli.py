@@ -86,16 +86,17 @@ def _print_welcome(services: Services, demo: bool) -> None:
         f"  operator token: {token_file}",
         f"  run file:       {services.data_dir / 'run.json'}",
     ]
-    if demo:
-        pid = DEMO_PROPERTY[0]
-        for key in sorted(services.supervisor.actors):
-            lines += [
-                f"  try the demo plugin {key!r}:",
-                f"    curl -s -X POST {services.admin_url}/api/plugins/{key}/call \\",
-                f'      -H "Authorization: Bearer $(cat {token_file})" \\',
-                f"""      -d '{{"handler": "hello", "property": "{pid}", """
-                """"params": {"name": "you"}}'""",
-            ]
+    ha_url = services.listeners.get("homeassistant")
+    if demo and ha_url and services.demo_key:
+        lines += [
+            f"Home Assistant API for property {DEMO_PROPERTY[0]!r} on {ha_url}",
+            f"  key (shown once): {services.demo_key}",
+            "  try it:",
+            f"    curl -s {ha_url}/api/ha/v1/cameras "
+            f'-H "Authorization: Bearer {services.demo_key}"',
+            f"    curl -s -o frame.jpg -u any:{services.demo_key} "
+            f"{ha_url}/api/ha/v1/cameras/front-door/snapshot.jpg",
+        ]
     _say("\n".join(lines))
 
 

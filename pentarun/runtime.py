@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +21,12 @@ from hypercorn.trio import serve as hypercorn_serve
 from . import __version__
 from .config import Config
 from .gateway.admin import create_admin_app
+from .gateway.listeners import ListenerManager
+from .packages.builder import pack, read_tree
 from .packages.service import Installs
-from .registry import Registry, read_source_definition
-from .security.operators import ensure_root
+from .registry import Registry
+from .security import ha_keys
+from .security.operators import ensure_root, hash_token
 from .security.stream_tokens import StreamTokens, load_secret
 from .security.tokens import PluginTokens
 from .store import records
@@ -32,6 +36,7 @@ from .supervisor.supervisor import Supervisor
 log = logging.getLogger(__name__)
 
 DEMO_PROPERTY = ("demo", "Demo property")
+DEMO_CAMERAS = (("front-door", "Front door"), ("driveway", "Driveway"))
 BUNDLED_PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 
 
@@ -52,6 +57,7 @@ class Services:
     ready: trio.Event = field(default_factory=trio.Event)
     admin_url: str = ""
     listeners: dict[str, str] = field(default_factory=dict)
+    demo_key: str = ""
 
     def write_run_file(self) -> None:
         """`run.json`: pid and the URLs actually bound; replaced atomically."""
@@ -101,9 +107,21 @@ async def run_server(
         supervisor = Supervisor(config.supervisor, db, PluginTokens(), streams)
         await nursery.start(supervisor.run)
         installs = Installs(config, data_dir, db, supervisor)
-        await nursery.start(installs.run)  # resumes interrupted installs, starts enabled plugins
         registry = Registry(db, supervisor)
         services = Services(config, data_dir, db, supervisor, registry, installs)
+
+        def listeners_changed(urls: dict[str, str]) -> None:
+            services.listeners = urls
+            if services.admin_url:
+                services.write_run_file()
+
+        listeners = ListenerManager(
+            db, supervisor, streams, dict(config.listeners), listeners_changed
+        )
+        await nursery.start(listeners.run)
+        installs.on_enabled = listeners.open
+        installs.on_disabled = listeners.close
+        await nursery.start(installs.run)  # resumes interrupted installs, starts enabled plugins
         try:
             for plugin_dir in options.plugin_dirs:
                 await services.registry.run_from_source(plugin_dir)
@@ -145,13 +163,30 @@ async def _wait_for_signal() -> None:
 
 
 async def _seed_demo(services: Services) -> None:
-    """A demo property with the bundled example plugin enabled for it."""
+    """A demo property with cameras, every bundled plugin installed through the real pipeline
+    and enabled for it, and a fresh Home Assistant key (kept in `services.demo_key`)."""
     db = services.db
     pid, name = DEMO_PROPERTY
     if records.get_property(db, pid) is None:
         await records.create_property(db, pid, name)
-    for root in sorted(p for p in BUNDLED_PLUGINS.iterdir() if (p / "definition.json").is_file()):
-        _, definition, _ = read_source_definition(root)
-        if definition.key not in services.supervisor.actors:
-            await services.registry.run_from_source(root)
-        await services.registry.assign(definition.key, pid)
+    for camera_id, camera_name in DEMO_CAMERAS:
+        if records.get_camera(db, pid, camera_id) is None:
+            await records.create_camera(
+                db, pid, camera_id, name=camera_name, source={"kind": "demo"}
+            )
+    roots = sorted(p for p in BUNDLED_PLUGINS.iterdir() if (p / "definition.json").is_file())
+    for root in roots:
+        files = await trio.to_thread.run_sync(read_tree, root)
+        definition = json.loads(files["definition.json"])
+        key, version = definition["key"], definition["version"]
+        installed = records.get_plugin(db, key)
+        if installed is None or installed.version != version or installed.state == "REJECTED":
+            await services.installs.upload(pack(files, "pentavision"), "demo")
+        with trio.fail_after(300):
+            settled = await services.installs.wait_settled(key)
+        if settled.job["stage"] == "REJECTED":
+            raise RuntimeError(f"the bundled plugin {key} was rejected: {settled.job['reason']}")
+        await services.installs.enable(key, [pid], "demo")
+    key_text = ha_keys.new_key()
+    await records.create_ha_key(db, uuid.uuid4().hex, pid, hash_token(key_text), "demo")
+    services.demo_key = key_text

@@ -55,6 +55,8 @@ class Route(msgspec.Struct, frozen=True):
     path: str
     handler: str
     listener: str
+    # this route also accepts `?token=<stream token>` whose camera equals this path parameter
+    token_param: str | None = None
 
 
 class Events(msgspec.Struct, frozen=True):
@@ -334,13 +336,20 @@ def _check_routes(
         for name in ("method", "path", "handler", "listener"):
             if not isinstance(route.get(name), str):
                 c.add("missing_field", (*path, name), "required string field")
-        for name in sorted(set(route) - {"method", "path", "handler", "listener"}):
+        for name in sorted(set(route) - {"method", "path", "handler", "listener", "token_param"}):
             c.add("unknown_field", (*path, name), "unknown field")
         method, rpath = route.get("method"), route.get("path")
         if isinstance(method, str) and method not in METHODS:
             c.add("invalid_value", (*path, "method"), f"must be one of {sorted(METHODS)}")
         if isinstance(rpath, str) and (not rpath.startswith("/") or "//" in rpath or ".." in rpath):
             c.add("invalid_value", (*path, "path"), "must be an absolute path like /api/x/{id}")
+        token_param = route.get("token_param")
+        if token_param is not None and (
+            not isinstance(token_param, str)
+            or not isinstance(rpath, str)
+            or "{" + token_param + "}" not in rpath
+        ):
+            c.add("invalid_value", (*path, "token_param"), "must name a {parameter} of the path")
         handler = route.get("handler")
         if isinstance(handler, str) and handler not in handlers:
             c.add("undeclared_handler", (*path, "handler"), f"{handler!r} is not in handlers")

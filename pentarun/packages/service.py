@@ -13,6 +13,7 @@ import hashlib
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from . import installer
 from .archive import ArchiveLimits
 from .gates import Report, run_gates
 from .installer import InstallError, Layout
+from .manifest import Manifest
 from .package import InspectContext, Package, inspect_package
 from .pipeline import (
     Activate,
@@ -81,7 +83,11 @@ class Installs:
         self._locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
         self._steps: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
+        self._changed = trio.Event()
         supervisor.on_quarantine = self._quarantined_by_policy
+        # told when a plugin's worker is started or stopped (the gateway binds its listener)
+        self.on_enabled: Callable[[str, Manifest], Awaitable[None]] = _nothing
+        self.on_disabled: Callable[[str], Awaitable[None]] = _nothing
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -122,6 +128,16 @@ class Installs:
         elif active is not None and latest is not active:
             out["last_upgrade"] = self._install_view(latest)
         return out
+
+    async def wait_settled(self, key: str) -> records.InstallRow:
+        """Wait until the plugin's latest install has no step running and needs no approval."""
+        while True:
+            rows = records.installs_of(self.db, key)
+            if rows:
+                job = _job(rows[-1])
+                if not job.running and job.stage is not Stage.UPLOADED:
+                    return rows[-1]
+            await self._changed.wait()
 
     def _install_view(self, row: records.InstallRow) -> dict[str, Any]:
         job = _job(row)
@@ -322,6 +338,7 @@ class Installs:
                 if scope is not None:
                     scope.cancel()
             self.supervisor.tokens.revoke(key)
+            await self.on_disabled(key)
             await self.supervisor.remove(key, "plugin uninstalled")
             await records.delete_plugin(self.db, key)
             for row in rows:
@@ -366,6 +383,8 @@ class Installs:
             for command in commands:
                 await self._execute(row, command)
             await self._sync_plugin_row(key)
+            self._changed.set()
+            self._changed = trio.Event()
         # steps drive the job again when they end, so they run outside the lock
         for command in commands:
             if isinstance(command, Run):
@@ -386,10 +405,12 @@ class Installs:
                 if actor.phase is Phase.QUARANTINED:
                     actor.release()
                 actor.start()
+                await self.on_enabled(key, msgspec.convert(row.manifest, Manifest))
             case StopWorker():
                 running = self.supervisor.actors.get(key)
                 if running is not None:
                     running.stop("disabled")
+                await self.on_disabled(key)
             case Discard():
                 await trio.to_thread.run_sync(installer.remove, self.layout.staging(row.id))
                 await trio.to_thread.run_sync(installer.remove, self.layout.package(row.id))
@@ -608,6 +629,10 @@ class Installs:
                 for tree in key_dir.iterdir():
                     if (key_dir.name, tree.name) not in trees:
                         installer.remove(tree)
+
+
+async def _nothing(*args: object) -> None:
+    return None
 
 
 def _write_file(path: Path, data: bytes) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
-from collections.abc import Mapping
+from typing import Any
 
 from ..errors import Unauthorized
 from ..store import records
@@ -23,12 +23,15 @@ def new_key() -> str:
     return PREFIX + secrets.token_urlsafe(32)
 
 
-def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The key from any of the three accepted forms, or None when none is present."""
-    api_key = headers.get("X-API-Key")
+def presented_key(headers: Any) -> str | None:
+    """The key from any of the three accepted forms, or None when none is present.
+
+    `headers` is any case-insensitive mapping with `.get` (quart's request.headers).
+    """
+    api_key = str(headers.get("X-API-Key") or "")
     if api_key:
         return api_key.strip()
-    authorization = headers.get("Authorization", "")
+    authorization = str(headers.get("Authorization") or "")
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
@@ -41,7 +44,7 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def authenticate(db: Database, headers: Mapping[str, str]) -> records.HaKeyRow:
+def authenticate(db: Database, headers: Any) -> records.HaKeyRow:
     key = presented_key(headers)
     if not key:
         raise Unauthorized("missing API key (Authorization: Bearer <key>, X-API-Key or Basic)")

@@ -1,0 +1,97 @@
+"""The Home Assistant plugin: the HA API of SPEC §8, written only against pentarun.sdk.
+
+The core authenticates every request (the key decides the property), rate-limits it and
+passes `params = {"path", "query", "body", "base_url", "auth"}`; this plugin shapes answers.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+from pentarun.sdk import Context, Error, Plugin, Response
+
+plugin = Plugin()
+log = logging.getLogger("homeassistant")
+DEFINITION = json.loads((Path(__file__).parent.parent / "definition.json").read_text())
+RATE_LIMIT = DEFINITION["listener"]["rate_limit"]
+API = "/api/ha/v1"
+
+
+def _camera_id(params: dict) -> str:
+    camera = (params.get("path") or {}).get("id")
+    if not isinstance(camera, str) or not camera:
+        raise Error("bad_request", "a camera id is required", 400)
+    return camera
+
+
+def _view(camera: dict, base_url: str) -> dict:
+    return {
+        "id": camera["id"],
+        "name": camera["name"],
+        "status": camera["status"],
+        "has_audio": camera["has_audio"],
+        "snapshot_url": f"{base_url}{API}/cameras/{camera['id']}/snapshot.jpg",
+        "streams": camera["streams"],
+    }
+
+
+@plugin.handler("ha.info")
+async def info(ctx: Context, params: dict) -> dict:
+    prop = await ctx.core.call("properties.get")
+    return {
+        "api_version": "1",
+        "server": "pentarun",
+        "property": {"id": prop["id"], "name": prop["name"]},
+        "rate_limit": {"limit": RATE_LIMIT["requests"], "window_s": RATE_LIMIT["window_s"]},
+    }
+
+
+@plugin.handler("ha.cameras.list")
+async def cameras_list(ctx: Context, params: dict) -> dict:
+    base = params.get("base_url", "")
+    cameras = await ctx.core.call("cameras.list")
+    return {"property_id": ctx.property, "cameras": [_view(c, base) for c in cameras]}
+
+
+@plugin.handler("ha.cameras.get")
+async def cameras_get(ctx: Context, params: dict) -> dict:
+    camera = await ctx.core.call("cameras.get", camera=_camera_id(params))
+    return _view(camera, params.get("base_url", ""))
+
+
+@plugin.handler("ha.cameras.snapshot")
+async def snapshot(ctx: Context, params: dict) -> Response:
+    jpeg = await ctx.core.call("cameras.snapshot", camera=_camera_id(params))
+    return Response(200, jpeg, {"Cache-Control": "no-store"}, "image/jpeg")
+
+
+@plugin.handler("ha.streams.token")
+async def stream_token(ctx: Context, params: dict) -> Response:
+    camera = _camera_id(params)
+    body = params.get("body") or {}
+    if not isinstance(body, dict):
+        raise Error("bad_request", "the body must be a JSON object", 400)
+    issued = await ctx.core.call(
+        "streams.token",
+        camera=camera,
+        stream=body.get("stream", "main"),
+        protocol=body.get("protocol", "mjpeg"),
+        ttl_s=body.get("ttl_s"),
+    )
+    base = f"{params.get('base_url', '')}{API}/cameras/{camera}"
+    issued["urls"] = {
+        "mjpeg": f"{base}/mjpeg?token={issued['token']}",
+        "snapshot": f"{base}/snapshot.jpg?token={issued['token']}",
+    }
+    await ctx.store.set("tokens_issued", await ctx.store.get("tokens_issued", 0) + 1)
+    log.info("stream token for %s on %s", camera, ctx.property)
+    return Response(201, json.dumps(issued), {}, "application/json")
+
+
+@plugin.health
+async def health(ctx: Context) -> dict:
+    return {"ok": True}
+
+
+if __name__ == "__main__":
+    plugin.run()
