@@ -1,0 +1,237 @@
+"""The Home Assistant port end to end: a real server, the real HA plugin installed through the
+pipeline, real sockets, two properties with their own keys (SPEC §8)."""
+
+import base64
+import json
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from pentarun.packages.builder import pack, read_tree
+
+from .server import Server, wait_state, wait_worker
+
+HA_PLUGIN = Path(__file__).resolve().parents[2] / "plugins" / "homeassistant"
+LISTENER_ENV = {"PENTARUN_LISTENERS__HOMEASSISTANT": "127.0.0.1:0"}
+
+
+@dataclass
+class Site:
+    server: Server
+    admin: httpx.AsyncClient
+    ha_url: str
+    keys: dict[str, tuple[str, str]]  # property -> (key id, key)
+
+    def ha(self, key: str | None = None, **headers: str) -> httpx.AsyncClient:
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        return httpx.AsyncClient(base_url=self.ha_url, headers=headers, timeout=30)
+
+
+async def ha_url(server: Server) -> str:
+    with trio.fail_after(20):
+        while True:
+            run = json.loads((server.data_dir / "run.json").read_text())
+            if "homeassistant" in run["listeners"]:
+                return run["listeners"]["homeassistant"]
+            await trio.sleep(0.05)
+
+
+async def setup_site(tmp_path) -> Site:
+    server = await Server(tmp_path / "var", env=LISTENER_ENV).started()
+    admin = server.client()
+    for pid, camera in (("p1", "cam-a"), ("p2", "cam-b")):
+        await admin.post("/api/properties", json={"id": pid, "name": f"Property {pid}"})
+        await admin.post(
+            f"/api/properties/{pid}/cameras", json={"id": camera, "name": camera.upper()}
+        )
+    await admin.post("/api/properties/p1/cameras", json={"id": "cam-c", "name": "Porch"})
+    data = pack(read_tree(HA_PLUGIN), "pentavision")
+    uploaded = await admin.post(
+        "/api/plugins", content=data, headers={"Content-Type": "application/zip"}
+    )
+    assert uploaded.status_code == 202, uploaded.text
+    await wait_state(admin, "homeassistant", "VERIFIED")
+    await admin.post("/api/plugins/homeassistant/enable", json={"properties": ["p1", "p2"]})
+    await wait_worker(admin, "homeassistant")
+    keys = {}
+    for pid in ("p1", "p2"):
+        created = (await admin.post(f"/api/properties/{pid}/ha-keys", json={"name": "ha"})).json()
+        keys[pid] = (created["id"], created["key"])
+    return Site(server, admin, await ha_url(server), keys)
+
+
+@pytest.fixture
+async def site(tmp_path):
+    s = await setup_site(tmp_path)
+    yield s
+    await s.admin.aclose()
+    s.server.stop()
+
+
+async def test_each_key_sees_only_its_property(site):
+    for pid, cameras, foreign in (("p1", ["cam-a", "cam-c"], "cam-b"), ("p2", ["cam-b"], "cam-a")):
+        async with site.ha(site.keys[pid][1]) as ha:
+            listed = (await ha.get("/api/ha/v1/cameras")).json()
+            assert listed["property_id"] == pid
+            assert [c["id"] for c in listed["cameras"]] == cameras
+            assert (
+                listed["cameras"][0]["snapshot_url"]
+                == f"{site.ha_url}/api/ha/v1/cameras/{cameras[0]}/snapshot.jpg"
+            )
+            info = (await ha.get("/api/ha/v1/info")).json()
+            assert info == {
+                "api_version": "1",
+                "server": "pentarun",
+                "property": {"id": pid, "name": f"Property {pid}"},
+                "rate_limit": {"limit": 60, "window_s": 60},
+            }
+            own = await ha.get(f"/api/ha/v1/cameras/{cameras[0]}")
+            assert own.status_code == 200 and own.json()["id"] == cameras[0]
+            other = await ha.get(f"/api/ha/v1/cameras/{foreign}")
+            unknown = await ha.get("/api/ha/v1/cameras/nope")
+            assert other.status_code == unknown.status_code == 404
+            assert other.json()["error"]["code"] == unknown.json()["error"]["code"] == "not_found"
+            snap = await ha.get(f"/api/ha/v1/cameras/{foreign}/snapshot.jpg")
+            assert snap.status_code == 404 and not snap.content.startswith(b"\xff\xd8")
+            jpeg = await ha.get(f"/api/ha/v1/cameras/{cameras[0]}/snapshot.jpg")
+            assert (
+                jpeg.headers["content-type"] == "image/jpeg" and jpeg.content[:3] == b"\xff\xd8\xff"
+            )
+
+
+async def test_the_three_key_forms_and_refusals(site):
+    key = site.keys["p1"][1]
+    async with site.ha(**{"X-API-Key": key}) as ha:
+        assert (await ha.get("/api/ha/v1/cameras")).status_code == 200
+    basic = base64.b64encode(f"homeassistant:{key}".encode()).decode()
+    async with site.ha(Authorization=f"Basic {basic}") as ha:
+        assert (await ha.get("/api/ha/v1/cameras/cam-a/snapshot.jpg")).status_code == 200
+    for headers in (
+        {},
+        {"Authorization": "Bearer pvh_wrong"},
+        {"X-API-Key": "nope"},
+        {"Authorization": "Basic !!!"},
+    ):
+        async with site.ha(**headers) as ha:
+            refused = await ha.get("/api/ha/v1/cameras")
+            assert refused.status_code == 401, headers
+            assert refused.headers["www-authenticate"].startswith("Bearer")
+            assert refused.json()["error"]["code"] == "unauthorized"
+            assert "ratelimit" in refused.headers
+    revoked = await site.admin.delete(f"/api/ha-keys/{site.keys['p1'][0]}")
+    assert revoked.status_code == 200
+    async with site.ha(key) as ha:
+        assert (await ha.get("/api/ha/v1/cameras")).status_code == 401
+    async with site.ha(site.keys["p2"][1]) as ha:
+        assert (await ha.get("/api/ha/v1/cameras")).status_code == 200
+
+
+async def test_rate_limit_answers_429_and_every_response_has_the_headers(site):
+    async with site.ha(site.keys["p1"][1]) as ha:
+        for i in range(60):
+            response = await ha.get("/api/ha/v1/cameras" if i % 2 else "/api/ha/v1/cameras/none")
+            assert response.headers["x-ratelimit-remaining"] == str(59 - i)
+            assert response.headers["ratelimit-policy"] == '"default";q=60;w=60'
+            assert response.headers["ratelimit"].startswith(f'"default";r={59 - i};t=')
+        limited = await ha.get("/api/ha/v1/cameras")
+        assert limited.status_code == 429
+        assert limited.json()["error"]["code"] == "rate_limited"
+        assert 1 <= int(limited.headers["retry-after"]) <= 60
+        assert limited.headers["x-ratelimit-remaining"] == "0"
+    async with site.ha(site.keys["p2"][1]) as ha:  # another key has its own budget
+        assert (await ha.get("/api/ha/v1/cameras")).status_code == 200
+
+
+async def test_stream_tokens(site):
+    async with site.ha(site.keys["p1"][1]) as ha:
+        issued = await ha.post(
+            "/api/ha/v1/cameras/cam-a/stream-token",
+            json={"stream": "main", "protocol": "mjpeg", "ttl_s": 60},
+        )
+        assert issued.status_code == 201
+        body = issued.json()
+        assert body["expires_in"] == 60 and set(body["urls"]) == {"mjpeg", "snapshot"}
+        short = (await ha.post("/api/ha/v1/cameras/cam-a/stream-token", json={"ttl_s": 1})).json()
+        assert (await ha.post("/api/ha/v1/cameras/cam-b/stream-token", json={})).status_code == 404
+    async with site.ha() as anonymous:  # the token alone authorizes its camera
+        ok = await anonymous.get(f"/api/ha/v1/cameras/cam-a/snapshot.jpg?token={body['token']}")
+        assert ok.status_code == 200 and ok.content[:2] == b"\xff\xd8"
+        wrong = await anonymous.get(f"/api/ha/v1/cameras/cam-c/snapshot.jpg?token={body['token']}")
+        assert wrong.status_code == 403 and not wrong.content.startswith(b"\xff\xd8")
+        forged = await anonymous.get("/api/ha/v1/cameras/cam-a/snapshot.jpg?token=abc.def.ghi")
+        assert forged.status_code == 403
+        not_here = await anonymous.get(f"/api/ha/v1/cameras?token={body['token']}")
+        assert not_here.status_code == 401  # only routes that declare token_param take tokens
+        await trio.sleep(1.1)
+        expired = await anonymous.get(
+            f"/api/ha/v1/cameras/cam-a/snapshot.jpg?token={short['token']}"
+        )
+        assert (
+            expired.status_code == 403 and expired.json()["error"]["details"]["reason"] == "expired"
+        )
+
+
+async def test_worker_killed_mid_traffic_comes_back_with_its_state(site):
+    key = site.keys["p1"][1]
+    pid = (await wait_worker(site.admin, "homeassistant"))["worker"]["pid"]
+    statuses: list[int] = []
+    async with site.ha(key) as ha:
+        assert (await ha.post("/api/ha/v1/cameras/cam-a/stream-token", json={})).status_code == 201
+
+        async def traffic() -> None:
+            for _ in range(20):
+                statuses.append((await ha.get("/api/ha/v1/cameras/cam-a")).status_code)
+                await trio.sleep(0.02)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(traffic)
+            await trio.sleep(0.1)
+            os.kill(pid, signal.SIGKILL)
+        detail = await wait_worker(site.admin, "homeassistant")
+        assert detail["worker"]["pid"] != pid and detail["worker"]["restarts"] >= 1
+        assert set(statuses) <= {200, 502, 503}
+        assert (await ha.get("/api/ha/v1/cameras")).status_code == 200
+        call = await site.admin.post(
+            "/api/plugins/homeassistant/call", json={"handler": "ha.info", "property": "p1"}
+        )
+        assert call.status_code == 200
+    events = (await site.admin.get("/api/plugins/homeassistant/events")).json()["events"]
+    assert any("killed by signal 9" in e["reason"] for e in events)
+
+
+async def test_keys_and_assignments_survive_a_restart(tmp_path):
+    s = await setup_site(tmp_path)
+    key = s.keys["p2"][1]
+    await s.admin.aclose()
+    s.server.stop()
+    server = await Server(tmp_path / "var", env=LISTENER_ENV).started()
+    try:
+        async with server.client() as admin:
+            detail = await wait_worker(admin, "homeassistant")
+            assert detail["state"] == "ENABLED" and detail["properties"] == ["p1", "p2"]
+        async with httpx.AsyncClient(
+            base_url=await ha_url(server), headers={"Authorization": f"Bearer {key}"}
+        ) as ha:
+            listed = await ha.get("/api/ha/v1/cameras")
+            assert listed.status_code == 200 and listed.json()["property_id"] == "p2"
+    finally:
+        server.stop()
+
+
+async def test_disabling_the_plugin_closes_its_port(site):
+    await site.admin.post("/api/plugins/homeassistant/disable", json={})
+    with trio.fail_after(10):
+        while (
+            "homeassistant"
+            in json.loads((site.server.data_dir / "run.json").read_text())["listeners"]
+        ):
+            await trio.sleep(0.05)
+    async with site.ha(site.keys["p1"][1]) as ha:
+        with pytest.raises(httpx.ConnectError):
+            await ha.get("/api/ha/v1/cameras")
