@@ -25,7 +25,6 @@ from ..errors import (
     PentarunError,
     WorkerUnavailable,
 )
-from ..ipc.messages import HttpReply
 from ..security import ha_keys
 from ..security.operators import (
     ASSIGN,
@@ -49,7 +48,7 @@ from ..security.operators import (
     create as create_operator_token,
 )
 from ..store import records
-from .http import drain_unread_bodies
+from .http import drain_unread_bodies, reply_response
 
 if TYPE_CHECKING:
     from ..runtime import Services
@@ -314,14 +313,7 @@ def create_admin_app(services: Services) -> QuartTrio:
             detail={"handler": body.handler},
         )
         reply = await actor.call(body.handler, body.property, body.params)
-        if isinstance(reply, HttpReply):
-            return Response(
-                reply.body,
-                status=reply.status,
-                headers=reply.headers,
-                content_type=reply.content_type,
-            )
-        return json_response({"result": reply.value})
+        return reply_response(reply, wrap_json=True)
 
     @app.put("/api/plugins/<key>/properties/<pid>")
     @operator(ASSIGN)

@@ -5,13 +5,23 @@ Unread request bodies: when a route answers before reading the body (a 401 befor
 hangs for the client's next request (hypercorn alone would close it). So after every response
 the rest of the body is drained within `DRAIN_S`; a body that does not arrive in time gets
 `Connection: close` instead, and the client reconnects.
+
+Replies: a worker's answer becomes a response in one place: JSON, raw bytes, or a stream with
+no response timeout (quart cuts responses at 60 s by default) that tells the worker to stop
+when the client goes away.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import msgspec
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
+
+from ..ipc.messages import HttpReply, Reply
+from ..supervisor.actor import StreamReply
 
 DRAIN_S = 1.0
 BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -26,3 +36,28 @@ def drain_unread_bodies(app: QuartTrio) -> None:
             if scope.cancelled_caught:
                 response.headers["Connection"] = "close"
         return response
+
+
+def reply_response(reply: Reply | HttpReply | StreamReply, wrap_json: bool = False) -> Response:
+    """The HTTP response for a worker's reply; `wrap_json` puts JSON under "result"."""
+    if isinstance(reply, StreamReply):
+        start = reply.start
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in reply.chunks():
+                    yield chunk
+            finally:
+                reply.close()
+
+        response = Response(
+            body(), status=start.status, headers=start.headers, content_type=start.content_type
+        )
+        response.timeout = None
+        return response
+    if isinstance(reply, HttpReply):
+        return Response(
+            reply.body, status=reply.status, headers=reply.headers, content_type=reply.content_type
+        )
+    value = {"result": reply.value} if wrap_json else reply.value
+    return Response(msgspec.json.encode(value), content_type="application/json")

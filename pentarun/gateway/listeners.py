@@ -26,14 +26,13 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from ..errors import NotFound, PentarunError, WorkerUnavailable
-from ..ipc.messages import HttpReply
 from ..packages.manifest import Manifest, Route
 from ..security import ha_keys
 from ..security.stream_tokens import StreamTokens
 from ..store import records
 from ..store.db import Database
 from ..supervisor.supervisor import Supervisor
-from .http import drain_unread_bodies
+from .http import drain_unread_bodies, reply_response
 from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -145,14 +144,7 @@ def create_listener_app(
             reply = await actor.call(route.handler, property_id, params)
         except PentarunError as exc:
             return _error(exc)
-        if isinstance(reply, HttpReply):
-            return Response(
-                reply.body,
-                status=reply.status,
-                headers=reply.headers,
-                content_type=reply.content_type,
-            )
-        return Response(msgspec.json.encode(reply.value), content_type="application/json")
+        return reply_response(reply)
 
     app.add_url_rule(
         "/<path:path>", "dispatch", dispatch, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]

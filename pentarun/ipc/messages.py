@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 PROTOCOL_VERSION = 1
+STREAM_CREDIT = 4  # chunks a worker may send ahead of the core's stream_credit
 
 
 class _Msg(msgspec.Struct, tag_field="kind", omit_defaults=True, forbid_unknown_fields=True):
@@ -53,6 +54,29 @@ class HttpReply(_Msg, tag="http_reply"):
     headers: dict[str, str] = {}
 
 
+class StreamStart(_Msg, tag="stream_start"):
+    """The Call's answer is a stream: headers now, `stream_chunk`s next, then `stream_end`.
+
+    Flow control: the worker may have at most STREAM_CREDIT chunks unacknowledged; the core
+    grants more with `stream_credit` as the client consumes them.
+    """
+
+    id: int
+    status: int = 200
+    content_type: str = "application/octet-stream"
+    headers: dict[str, str] = {}
+
+
+class StreamChunk(_Msg, tag="stream_chunk"):
+    id: int
+    data: bytes
+
+
+class StreamEnd(_Msg, tag="stream_end"):
+    id: int
+    error: str = ""
+
+
 class Failure(_Msg, tag="failure"):
     """A Call failed inside plugin code (an `sdk.Error` or an unexpected exception)."""
 
@@ -85,7 +109,19 @@ class Log(_Msg, tag="log"):
     created: float = 0.0
 
 
-WorkerMessage = Hello | Ready | Reply | HttpReply | Failure | HealthReport | CoreCall | Log
+WorkerMessage = (
+    Hello
+    | Ready
+    | Reply
+    | HttpReply
+    | StreamStart
+    | StreamChunk
+    | StreamEnd
+    | Failure
+    | HealthReport
+    | CoreCall
+    | Log
+)
 
 
 # --- core -> worker ---------------------------------------------------------------------------
@@ -112,9 +148,16 @@ class Call(_Msg, tag="call"):
 
 
 class Cancel(_Msg, tag="cancel"):
-    """The caller of Call `id` gave up; the worker may stop working on it."""
+    """The caller of Call `id` gave up (or a stream's client left); stop working on it."""
 
     id: int
+
+
+class StreamCredit(_Msg, tag="stream_credit"):
+    """The client consumed `n` more chunks of stream `id`: the worker may send `n` more."""
+
+    id: int
+    n: int = 1
 
 
 class HealthProbe(_Msg, tag="health_probe"):
@@ -144,4 +187,14 @@ class Stop(_Msg, tag="stop"):
     reason: str = ""
 
 
-CoreMessage = Welcome | Call | Cancel | HealthProbe | TokenRefresh | CoreResult | CoreFailure | Stop
+CoreMessage = (
+    Welcome
+    | Call
+    | Cancel
+    | StreamCredit
+    | HealthProbe
+    | TokenRefresh
+    | CoreResult
+    | CoreFailure
+    | Stop
+)

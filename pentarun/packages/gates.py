@@ -34,7 +34,7 @@ from ..ipc.messages import CoreCall, HttpReply, Reply
 from ..security.tokens import PluginTokens
 from ..store import records
 from ..store.db import Database, open_database
-from ..supervisor.actor import WorkerActor
+from ..supervisor.actor import StreamReply, WorkerActor
 from ..supervisor.policy import Phase
 from ..supervisor.process import WorkerSpec
 from ..supervisor.supervisor import Supervisor
@@ -230,7 +230,10 @@ async def _run_case(h: _Harness, case: Case, property_id: str = HOME) -> CaseRes
     return CaseResult(case.name, not problems, "; ".join(problems), took)
 
 
-def _status(reply: Reply | HttpReply) -> int:
+def _status(reply: Reply | HttpReply | StreamReply) -> int:
+    if isinstance(reply, StreamReply):
+        reply.close()  # a gate checks that the stream starts, not its content
+        return reply.start.status
     return reply.status if isinstance(reply, HttpReply) else 200
 
 

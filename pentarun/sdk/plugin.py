@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import socket
 import sys
@@ -23,6 +24,7 @@ from ..ipc.channel import Channel
 from ..ipc.codec import DEFAULT_MAX_FRAME
 from ..ipc.messages import (
     PROTOCOL_VERSION,
+    STREAM_CREDIT,
     Call,
     Cancel,
     CoreCall,
@@ -38,11 +40,15 @@ from ..ipc.messages import (
     Ready,
     Reply,
     Stop,
+    StreamChunk,
+    StreamCredit,
+    StreamEnd,
+    StreamStart,
     TokenRefresh,
     Welcome,
 )
 from .context import Context
-from .types import Error, Response
+from .types import Error, Response, Stream
 
 Handler = Callable[[Context, dict[str, Any]], Awaitable[Any]]
 HealthCheck = Callable[[Context], Awaitable[dict[str, Any]]]
@@ -115,6 +121,7 @@ class _Worker:
         self._next_id = 0
         self._core_pending: dict[int, tuple[trio.Event, list[CoreResult | CoreFailure]]] = {}
         self._calls: dict[int, trio.CancelScope] = {}
+        self._credits: dict[int, trio.Semaphore] = {}
         self._nursery: trio.Nursery | None = None
         self._channel: Channel[CoreMessage] | None = None
 
@@ -175,6 +182,11 @@ class _Worker:
                 scope = self._calls.get(message.id)
                 if scope is not None:
                     scope.cancel()
+            case StreamCredit(id=stream_id, n=n):
+                credit = self._credits.get(stream_id)
+                if credit is not None:
+                    for _ in range(min(n, STREAM_CREDIT - credit.value)):
+                        credit.release()
             case Welcome():
                 self.token, self.config = message.token, message.config
                 self._welcome.set()
@@ -223,9 +235,32 @@ class _Worker:
                 log.error("handler %s failed:\n%s", call.handler, traceback.format_exc())
                 self._send(Failure(call.id, "plugin_error", f"{type(exc).__name__}: {exc}", 500))
             else:
-                self._reply(call.id, result)
+                if isinstance(result, Stream):
+                    scope.deadline = math.inf  # the deadline covered the start only
+                    await self._stream(call.id, result)
+                else:
+                    self._reply(call.id, result)
             finally:
                 del self._calls[call.id]
+                self._credits.pop(call.id, None)
+
+    async def _stream(self, call_id: int, stream: Stream) -> None:
+        credit = self._credits[call_id] = trio.Semaphore(STREAM_CREDIT, max_value=STREAM_CREDIT)
+        self._send(StreamStart(call_id, stream.status, stream.content_type, stream.headers))
+        error = ""
+        try:
+            async for chunk in stream.chunks:
+                await credit.acquire()
+                self._send(StreamChunk(call_id, bytes(chunk)))
+        except Exception as exc:
+            log.error("stream %d failed:\n%s", call_id, traceback.format_exc())
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            aclose = getattr(stream.chunks, "aclose", None)
+            if aclose is not None:
+                with trio.CancelScope(shield=True):
+                    await aclose()
+            self._send(StreamEnd(call_id, error))
 
     def _reply(self, call_id: int, result: Any) -> None:
         if isinstance(result, Response):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 
@@ -17,6 +18,20 @@ class Response:
     @property
     def body_bytes(self) -> bytes:
         return self.body.encode() if isinstance(self.body, str) else self.body
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A streamed HTTP response: `chunks` is an async iterator of bytes (e.g. MJPEG frames).
+
+    The worker sends a chunk only when the core has room for it (the client keeps up), and
+    the iterator is closed when the client goes away.
+    """
+
+    chunks: AsyncIterator[bytes]
+    content_type: str = "application/octet-stream"
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Error(Exception):

@@ -13,12 +13,13 @@ with `WorkerCrashed` the moment the worker's channel or process ends.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import logging
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ from ..errors import (
 from ..ipc.channel import Channel, ChannelClosed
 from ..ipc.messages import (
     PROTOCOL_VERSION,
+    STREAM_CREDIT,
     Call,
     Cancel,
     CoreCall,
@@ -52,6 +54,10 @@ from ..ipc.messages import (
     Log,
     Reply,
     Stop,
+    StreamChunk,
+    StreamCredit,
+    StreamEnd,
+    StreamStart,
     TokenRefresh,
     Welcome,
     WorkerMessage,
@@ -63,7 +69,38 @@ from .process import Spawned, WorkerSpec, kill_now, read_lines, spawn, terminate
 
 log = logging.getLogger(__name__)
 
-Result = Reply | HttpReply | Failure | HealthReport
+
+class StreamReply:
+    """A streamed answer: `start` has status and headers; iterate `chunks()`; `close()` ends it.
+
+    Each chunk taken grants the worker credit for one more, so a slow client slows the worker.
+    """
+
+    def __init__(
+        self,
+        start: StreamStart,
+        chunks: trio.MemoryReceiveChannel[bytes | StreamEnd],
+        send: Callable[[object], bool],
+    ) -> None:
+        self.start = start
+        self._chunks = chunks
+        self._send = send
+        self._closed = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for item in self._chunks:
+            if isinstance(item, StreamEnd):
+                self._closed = True
+                return
+            self._send(StreamCredit(self.start.id, 1))
+            yield item
+
+    def close(self) -> None:
+        """The client went away (or the stream ended): stop the worker's side."""
+        if not self._closed:
+            self._closed = True
+            self._send(Cancel(self.start.id))
+        self._chunks.close()
 
 
 @dataclass
@@ -89,7 +126,7 @@ class Hooks:
 @dataclass
 class _Pending:
     done: trio.Event = field(default_factory=trio.Event)
-    result: Result | None = None
+    result: Reply | HttpReply | StreamReply | Failure | HealthReport | None = None
     error: PentarunError | None = None
 
 
@@ -103,6 +140,7 @@ class _Generation:
         self.hello: Hello | None = None
         self.ready = False
         self.pending: dict[int, _Pending] = {}
+        self.streams: dict[int, trio.MemorySendChannel[bytes | StreamEnd]] = {}
         self.core_calls = 0
         self.started_at = time.time()
         self.ended = trio.Event()
@@ -120,6 +158,9 @@ class _Generation:
             slot.error = error
             slot.done.set()
         self.pending.clear()
+        for stream in self.streams.values():
+            stream.close()  # the client's response ends where the worker died
+        self.streams.clear()
 
 
 class WorkerActor:
@@ -192,7 +233,7 @@ class WorkerActor:
         property_id: str,
         params: dict[str, Any],
         deadline_s: float | None = None,
-    ) -> Reply | HttpReply:
+    ) -> Reply | HttpReply | StreamReply:
         """Run a handler in the worker for one property."""
         gen = self._gen
         if self.state.phase is not Phase.RUNNING or gen is None or gen.channel is None:
@@ -240,7 +281,7 @@ class WorkerActor:
         if isinstance(result, Failure):
             self.calls_failed += 1
             raise RemoteError(result.code, result.message, result.status)
-        assert isinstance(result, Reply | HttpReply)
+        assert isinstance(result, Reply | HttpReply | StreamReply)
         return result
 
     @property
@@ -520,6 +561,23 @@ class WorkerActor:
                 if slot is not None:  # a late answer to a call that timed out is dropped
                     slot.result = message
                     slot.done.set()
+            case StreamStart():
+                self._on_stream_start(gen, message)
+            case StreamChunk(id=stream_id, data=data):
+                sink = gen.streams.get(stream_id)
+                if sink is not None:
+                    try:
+                        sink.send_nowait(data)
+                    except trio.WouldBlock:
+                        raise ProtocolError(f"stream {stream_id} sent beyond its credit") from None
+                    except trio.BrokenResourceError:  # the client left; cancel is on its way
+                        gen.streams.pop(stream_id, None)
+            case StreamEnd(id=stream_id):
+                sink = gen.streams.pop(stream_id, None)
+                if sink is not None:
+                    with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
+                        sink.send_nowait(message)
+                    sink.close()
             case CoreCall():
                 self._on_core_call(gen, message)
             case Log():
@@ -550,6 +608,24 @@ class WorkerActor:
             gen.logs_dropped += 1
             return
         self._add_log(logging.getLevelName(record.level), record.logger, record.message)
+
+    def _on_stream_start(self, gen: _Generation, start: StreamStart) -> None:
+        slot = gen.pending.pop(start.id, None)
+        channel = gen.channel
+        assert channel is not None
+        if slot is None:  # the caller gave up before the stream began
+            channel.send_if_open(Cancel(start.id))
+            return
+        sink, source = trio.open_memory_channel[bytes | StreamEnd](STREAM_CREDIT + 1)
+        gen.streams[start.id] = sink
+
+        def send(message: object) -> bool:
+            if isinstance(message, Cancel):
+                gen.streams.pop(start.id, None)
+            return channel.send_if_open(message)
+
+        slot.result = StreamReply(start, source, send)
+        slot.done.set()
 
     def _on_hello(self, gen: _Generation, hello: Hello) -> None:
         if gen.hello is not None:

@@ -235,3 +235,60 @@ async def test_disabling_the_plugin_closes_its_port(site):
     async with site.ha(site.keys["p1"][1]) as ha:
         with pytest.raises(httpx.ConnectError):
             await ha.get("/api/ha/v1/cameras")
+
+
+async def read_frames(chunks, count: int) -> tuple[list[bytes], float, int]:
+    """`count` JPEG frames from a multipart/x-mixed-replace stream; seconds and bytes it took."""
+    buffer, frames, total = b"", [], 0
+    start = trio.current_time()
+    async for chunk in chunks:
+        total += len(chunk)
+        buffer += chunk
+        while (begin := buffer.find(b"\xff\xd8")) >= 0 and (
+            end := buffer.find(b"\xff\xd9", begin)
+        ) >= 0:
+            frames.append(buffer[begin : end + 2])
+            buffer = buffer[end + 2 :]
+        if len(frames) >= count:
+            break
+    return frames, trio.current_time() - start, total
+
+
+async def test_mjpeg_stream_with_a_token_and_with_basic_auth(site):
+    key = site.keys["p1"][1]
+    async with site.ha(key) as ha:
+        token = (await ha.post("/api/ha/v1/cameras/cam-a/stream-token", json={})).json()["urls"][
+            "mjpeg"
+        ]
+    async with site.ha() as anonymous:
+        with trio.fail_after(10):  # Home Assistant's mjpeg still-image cut-out waits 10 s at most
+            async with anonymous.stream("GET", token) as response:
+                assert response.status_code == 200
+                assert (
+                    response.headers["content-type"] == "multipart/x-mixed-replace; boundary=frame"
+                )
+                chunks = response.aiter_raw()
+                first, took_first, _ = await read_frames(chunks, 1)
+                assert took_first < 2 and first[0][:3] == b"\xff\xd8\xff"
+                frames, took, size = await read_frames(chunks, 4)
+                assert len(frames) == 4 and size / took > 10 * 1024  # at least ~10 KiB/s
+        wrong = await anonymous.get(token.replace("/cam-a/", "/cam-c/"))
+        assert wrong.status_code == 403 and not wrong.content.startswith(b"--frame")
+        basic = base64.b64encode(f"ha:{key}".encode()).decode()
+        with trio.fail_after(10):
+            async with anonymous.stream(
+                "GET",
+                "/api/ha/v1/cameras/cam-c/mjpeg?fps=10",
+                headers={"Authorization": f"Basic {basic}"},
+            ) as response:
+                frames, _, _ = await read_frames(response.aiter_raw(), 2)
+                assert len(frames) == 2
+        foreign = await anonymous.get(
+            "/api/ha/v1/cameras/cam-b/mjpeg", headers={"Authorization": f"Basic {basic}"}
+        )
+        assert foreign.status_code == 404
+    # the clients left: the worker stopped streaming and serves on
+    async with site.ha(key) as ha:
+        assert (await ha.get("/api/ha/v1/cameras")).status_code == 200
+    logs = (await site.admin.get("/api/plugins/homeassistant/logs")).json()["lines"]
+    assert not any("stream" in line["message"] and "failed" in line["message"] for line in logs)

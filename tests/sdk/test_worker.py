@@ -8,6 +8,7 @@ import trio
 from pentarun.ipc.channel import Channel
 from pentarun.ipc.messages import (
     PROTOCOL_VERSION,
+    STREAM_CREDIT,
     Call,
     Cancel,
     CoreCall,
@@ -22,10 +23,14 @@ from pentarun.ipc.messages import (
     Ready,
     Reply,
     Stop,
+    StreamChunk,
+    StreamCredit,
+    StreamEnd,
+    StreamStart,
     Welcome,
     WorkerMessage,
 )
-from pentarun.sdk import Context, Error, Plugin, Response
+from pentarun.sdk import Context, Error, Plugin, Response, Stream
 from pentarun.sdk.plugin import _Worker
 
 plugin = Plugin()
@@ -140,3 +145,40 @@ async def test_worker_protocol_end_to_end():
         assert await core.next(HealthReport) == HealthReport(10, True, {"ok": True})
         core.channel.send(Stop())
     assert stopped == ["yes"]
+
+
+@plugin.handler("endless")
+async def endless(ctx: Context, params: dict) -> Stream:
+    async def chunks():
+        n = 0
+        while True:
+            n += 1
+            yield f"chunk {n}".encode()
+
+    return Stream(chunks(), "text/plain", 200, {"X-S": "1"})
+
+
+async def test_streams_respect_credit_and_end_on_cancel():
+    core_sock, worker_sock = socket.socketpair()
+    core = FakeCore(trio.SocketStream(trio.socket.from_stdlib_socket(core_sock)))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(core.channel.run, core.on_message)
+        nursery.start_soon(_Worker(plugin, 1 << 20).serve, worker_sock)
+        await core.next(Ready)
+        core.channel.send(Call(1, "endless", "p1", deadline_ms=50))
+        start = await core.next(StreamStart)
+        assert (start.status, start.content_type, start.headers) == (
+            200,
+            "text/plain",
+            {"X-S": "1"},
+        )
+        got = [await core.next(StreamChunk) for _ in range(STREAM_CREDIT)]
+        assert [c.data for c in got] == [f"chunk {n}".encode() for n in range(1, STREAM_CREDIT + 1)]
+        await trio.sleep(0.2)  # no credit, no chunks (and the 50 ms deadline no longer applies)
+        assert core.inbox.statistics().current_buffer_used == 0
+        core.channel.send(StreamCredit(1, 2))
+        assert (await core.next(StreamChunk)).data == f"chunk {STREAM_CREDIT + 1}".encode()
+        assert (await core.next(StreamChunk)).data == f"chunk {STREAM_CREDIT + 2}".encode()
+        core.channel.send(Cancel(1))
+        assert await core.next(StreamEnd) == StreamEnd(1, "")
+        core.channel.send(Stop())

@@ -8,7 +8,9 @@ import json
 import logging
 from pathlib import Path
 
-from pentarun.sdk import Context, Error, Plugin, Response
+import trio
+
+from pentarun.sdk import Context, Error, Plugin, Response, Stream
 
 plugin = Plugin()
 log = logging.getLogger("homeassistant")
@@ -63,6 +65,28 @@ async def cameras_get(ctx: Context, params: dict) -> dict:
 async def snapshot(ctx: Context, params: dict) -> Response:
     jpeg = await ctx.core.call("cameras.snapshot", camera=_camera_id(params))
     return Response(200, jpeg, {"Cache-Control": "no-store"}, "image/jpeg")
+
+
+@plugin.handler("ha.cameras.mjpeg")
+async def mjpeg(ctx: Context, params: dict) -> Stream:
+    """multipart/x-mixed-replace JPEG frames: the first at once, then `fps` (default 5) a second."""
+    camera = _camera_id(params)
+    await ctx.core.call("cameras.get", camera=camera)  # 404 now, before any streaming
+    try:
+        fps = min(max(float((params.get("query") or {}).get("fps", 5)), 0.2), 15.0)
+    except ValueError:
+        raise Error("bad_request", "fps must be a number", 400) from None
+
+    async def frames():
+        while True:
+            jpeg = await ctx.core.call("cameras.snapshot", camera=camera)
+            head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+            yield head.encode() + jpeg + b"\r\n"
+            await trio.sleep(1 / fps)
+
+    return Stream(
+        frames(), "multipart/x-mixed-replace; boundary=frame", 200, {"Cache-Control": "no-store"}
+    )
 
 
 @plugin.handler("ha.streams.token")
