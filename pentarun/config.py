@@ -64,11 +64,24 @@ class InstallConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_compression_ratio: float = 200.0
 
 
+class BenchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Performance tiers: highest p95 latency (ms) and error rate of each; bronze is the rest."""
+
+    window_s: float = 60.0
+    platinum_p95_ms: float = 500.0
+    platinum_error_rate: float = 0.001
+    gold_p95_ms: float = 1000.0
+    gold_error_rate: float = 0.01
+    silver_p95_ms: float = 2000.0
+    silver_error_rate: float = 0.05
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
     install: InstallConfig = msgspec.field(default_factory=InstallConfig)
+    bench: BenchConfig = msgspec.field(default_factory=BenchConfig)
     listeners: dict[str, str] = msgspec.field(
         default_factory=lambda: {"homeassistant": "0.0.0.0:8129"}
     )

@@ -123,8 +123,8 @@ class Registry:
                 else time.time() + s.next_retry_at - trio.current_time(),
                 "quarantine_rule": s.rule or None,
                 "last_exit": actor.last_exit or None,
-                "calls": actor.calls_total,
-                "failed_calls": actor.calls_failed,
+                "calls": actor.stats.total,
+                "failed_calls": actor.stats.failed,
             }
         return {
             **self.summary(row),

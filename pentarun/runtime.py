@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from . import __version__
 from .config import Config
 from .gateway.admin import create_admin_app
 from .gateway.listeners import ListenerManager
+from .lanes.feed import Feed
 from .packages.builder import pack, read_tree
 from .packages.service import Installs
 from .registry import Registry
@@ -58,6 +60,8 @@ class Services:
     admin_url: str = ""
     listeners: dict[str, str] = field(default_factory=dict)
     demo_key: str = ""
+    feed: Feed = field(default_factory=Feed)
+    started_at: float = field(default_factory=time.time)
 
     def write_run_file(self) -> None:
         """`run.json`: pid and the URLs actually bound; replaced atomically."""
@@ -109,6 +113,7 @@ async def run_server(
         installs = Installs(config, data_dir, db, supervisor)
         registry = Registry(db, supervisor)
         services = Services(config, data_dir, db, supervisor, registry, installs)
+        db.observers.append(services.feed.observe)
 
         def listeners_changed(urls: dict[str, str]) -> None:
             services.listeners = urls

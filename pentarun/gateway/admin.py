@@ -8,11 +8,12 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
+import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -48,6 +49,7 @@ from ..security.operators import (
     create as create_operator_token,
 )
 from ..store import records
+from . import observe
 from .http import drain_unread_bodies, reply_response
 
 if TYPE_CHECKING:
@@ -107,6 +109,7 @@ class PropertiesRequest(msgspec.Struct, forbid_unknown_fields=True):
     properties: list[str] = []
 
 
+FEED_KEEPALIVE_S = 15.0
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/octet-stream")
 
 
@@ -203,6 +206,44 @@ def create_admin_app(services: Services) -> QuartTrio:
     async def readyz() -> Response:
         ready = services.ready.is_set()
         return json_response({"ready": ready}, 200 if ready else 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(observe.metrics(services), content_type="text/plain; version=0.0.4")
+
+    @app.get("/api/bench")
+    @operator(READ)
+    async def bench(op: records.OperatorRow) -> Response:
+        return json_response(
+            {"plugins": observe.bench(services), "thresholds": services.config.bench}
+        )
+
+    @app.get("/api/feed")
+    @operator(READ)
+    async def feed(op: records.OperatorRow) -> Response:
+        async def events() -> AsyncIterator[bytes]:
+            yield b": connected\n\n"
+            async with services.feed.subscribe() as subscription:
+                while True:
+                    with trio.move_on_after(FEED_KEEPALIVE_S) as idle:
+                        event = await subscription.receive()
+                    if idle.cancelled_caught:
+                        yield b": keep-alive\n\n"
+                        continue
+                    prop = event.get("property") or ""
+                    if op.role in PROPERTY_SCOPED and prop not in op.properties:
+                        continue
+                    yield (
+                        f"event: {event['type']}\ndata: ".encode()
+                        + msgspec.json.encode(event)
+                        + b"\n\n"
+                    )
+
+        response = Response(
+            events(), content_type="text/event-stream", headers={"Cache-Control": "no-store"}
+        )
+        response.timeout = None
+        return response
 
     @app.get("/api/plugins")
     @operator(READ)

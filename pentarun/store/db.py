@@ -64,6 +64,8 @@ class Database:
         migrate(writer)
         self._writer_conn = writer
         self._reader = _connect(path, read_only=True)
+        # told of every lifecycle event and audit record as it is written: (kind, fields)
+        self.observers: list[Callable[[str, dict[str, Any]], None]] = []
         self._thread = threading.Thread(target=self._run_writer, name="pentarun-db", daemon=True)
         self._thread.start()
 
@@ -84,6 +86,13 @@ class Database:
 
     def defer(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> None:
         self._queue.put(_Job(lambda conn: conn.execute(sql, params), None))
+
+    def notify(self, kind: str, fields: dict[str, Any]) -> None:
+        for observer in self.observers:
+            try:
+                observer(kind, dict(fields))
+            except Exception:
+                log.exception("database observer failed")
 
     def read(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         return self._reader.execute(sql, params).fetchall()

@@ -145,6 +145,17 @@ def record_event(
            VALUES (?, ?, ?, ?, ?, ?, ?)""",
         (plugin_key, time.time(), type_, state, reason, next_retry_at, json.dumps(detail or {})),
     )
+    db.notify(
+        "event",
+        {
+            "type": type_,
+            "plugin": plugin_key,
+            "state": state,
+            "reason": reason,
+            "next_retry_at": next_retry_at,
+            "detail": detail or {},
+        },
+    )
 
 
 def list_events(db: Database, plugin_key: str, limit: int = 100) -> list[EventRow]:
@@ -330,6 +341,17 @@ def audit(
             risk_score,
             json.dumps(detail or {}, default=str),
         ),
+    )
+    db.notify(
+        "audit",
+        {
+            "type": type_,
+            "actor": actor,
+            "plugin": plugin,
+            "property": property_id,
+            "risk_score": risk_score,
+            "detail": detail or {},
+        },
     )
 
 

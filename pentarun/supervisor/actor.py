@@ -66,6 +66,7 @@ from ..ipc.messages import Ready as ReadyMessage
 from . import policy
 from .policy import Phase
 from .process import Spawned, WorkerSpec, kill_now, read_lines, spawn, terminate
+from .stats import CallStats, process_usage
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,8 @@ class WorkerActor:
         self.last_exit: str = ""
         self._last_call: tuple[str, str, float] | None = None
         self._properties: frozenset[str] = frozenset()
-        self.calls_total = 0
-        self.calls_failed = 0
+        self.stats = CallStats()
+        self._cpu_sample: tuple[float, float] | None = None  # (wall time, CPU seconds)
         self.last_health: dict[str, Any] = {}
         self._ids = itertools.count(1)
         self._gen: _Generation | None = None
@@ -257,29 +258,44 @@ class WorkerActor:
                 {"max_in_flight": self.config.max_in_flight},
             )
         timeout = self.config.call_timeout_s if deadline_s is None else deadline_s
+        started = trio.current_time()
+        try:
+            result = await self._call(gen, handler, property_id, params, timeout)
+        except PentarunError as exc:
+            # a plugin's own 4xx answer (not found, bad request) is a correct answer
+            answered = isinstance(exc, RemoteError) and exc.http_status < 500
+            self.stats.record(trio.current_time(), trio.current_time() - started, ok=answered)
+            raise
+        self.stats.record(trio.current_time(), trio.current_time() - started, ok=True)
+        return result
+
+    async def _call(
+        self,
+        gen: _Generation,
+        handler: str,
+        property_id: str,
+        params: dict[str, Any],
+        timeout_s: float,
+    ) -> Reply | HttpReply | StreamReply:
+        assert gen.channel is not None
         call_id = next(self._ids)
         slot = gen.pending[call_id] = _Pending()
-        self.calls_total += 1
         self._last_call = (handler, property_id, trio.current_time())
         try:
-            gen.channel.send(Call(call_id, handler, property_id, params, int(timeout * 1000)))
+            gen.channel.send(Call(call_id, handler, property_id, params, int(timeout_s * 1000)))
         except ChannelClosed:
             gen.pending.pop(call_id, None)
-            self.calls_failed += 1
             raise WorkerCrashed(f"plugin {self.key!r} worker channel is closed") from None
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(timeout_s):
             await slot.done.wait()
         if not slot.done.is_set():
             gen.pending.pop(call_id, None)
-            self.calls_failed += 1
             gen.channel.send_if_open(Cancel(call_id))
-            raise CallTimeout(f"plugin {self.key!r} did not answer {handler!r} in {timeout:g} s")
+            raise CallTimeout(f"plugin {self.key!r} did not answer {handler!r} in {timeout_s:g} s")
         if slot.error is not None:
-            self.calls_failed += 1
             raise slot.error
         result = slot.result
         if isinstance(result, Failure):
-            self.calls_failed += 1
             raise RemoteError(result.code, result.message, result.status)
         assert isinstance(result, Reply | HttpReply | StreamReply)
         return result
@@ -540,6 +556,21 @@ class WorkerActor:
                 else "worker reported unhealthy"
             )
         return health
+
+    def usage(self) -> dict[str, float | None]:
+        """CPU use since the last look (percent of one core) and resident memory of the worker."""
+        pid = self.pid
+        sample = process_usage(pid) if pid is not None else None
+        if sample is None:
+            self._cpu_sample = None
+            return {"cpu_percent": None, "memory_mb": None, "cpu_seconds": None}
+        cpu, rss = sample
+        now = time.monotonic()
+        percent = None
+        if self._cpu_sample is not None and now > self._cpu_sample[0]:
+            percent = 100 * (cpu - self._cpu_sample[1]) / (now - self._cpu_sample[0])
+        self._cpu_sample = (now, cpu)
+        return {"cpu_percent": percent, "memory_mb": rss / 2**20, "cpu_seconds": cpu}
 
     def kill(self) -> None:
         """SIGKILL the current worker process (the recovery gate's crash)."""

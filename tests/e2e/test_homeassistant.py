@@ -292,3 +292,46 @@ async def test_mjpeg_stream_with_a_token_and_with_basic_auth(site):
         assert (await ha.get("/api/ha/v1/cameras")).status_code == 200
     logs = (await site.admin.get("/api/plugins/homeassistant/logs")).json()["lines"]
     assert not any("stream" in line["message"] and "failed" in line["message"] for line in logs)
+
+
+async def test_bench_metrics_and_the_live_feed(site):
+    async with site.ha(site.keys["p1"][1]) as ha:
+        for _ in range(20):
+            assert (await ha.get("/api/ha/v1/cameras")).status_code == 200
+        assert (await ha.get("/api/ha/v1/cameras/nope")).status_code == 404
+    await site.admin.get("/api/bench")  # first look: the CPU baseline
+    bench = (await site.admin.get("/api/bench")).json()
+    entry = next(p for p in bench["plugins"] if p["plugin"] == "homeassistant")
+    assert entry["calls"] == 21 and entry["error_rate"] == 0.0  # a 404 is a correct answer
+    assert 0 < entry["p50_ms"] <= entry["p95_ms"] <= entry["p99_ms"]
+    assert (
+        entry["tier"] == "platinum" and entry["memory_mb"] > 5 and entry["cpu_percent"] is not None
+    )
+    async with site.server.client(token=None) as anonymous:
+        text = (await anonymous.get("/metrics")).text
+    assert 'pentarun_worker_up{plugin="homeassistant"} 1' in text
+    assert 'pentarun_plugin_calls_total{plugin="homeassistant"} 21' in text
+    assert 'pentarun_plugins{state="ENABLED"} 1' in text
+    assert "# TYPE pentarun_plugin_call_latency_seconds summary" in text
+
+    seen: list[tuple[str, dict]] = []
+    async with site.server.client() as watcher:
+        with trio.fail_after(20):
+            async with watcher.stream("GET", "/api/feed") as feed:
+                assert feed.headers["content-type"].startswith("text/event-stream")
+                lines = feed.aiter_lines()
+                assert (await lines.__anext__()) == ": connected"
+                await site.admin.post(
+                    "/api/plugins/homeassistant/quarantine", json={"reason": "test"}
+                )
+                event_type = ""
+                async for line in lines:
+                    if line.startswith("event: "):
+                        event_type = line.removeprefix("event: ")
+                    elif line.startswith("data: "):
+                        seen.append((event_type, json.loads(line.removeprefix("data: "))))
+                        if event_type == "plugin.quarantined":
+                            break
+    quarantined = dict(seen)["plugin.quarantined"]
+    assert quarantined["plugin"] == "homeassistant" and "test" in quarantined["reason"]
+    assert quarantined["detail"]["evidence"]["last_exit"] is not None
