@@ -87,6 +87,12 @@ def _print_welcome(services: Services, demo: bool) -> None:
         f"  run file:       {services.data_dir / 'run.json'}",
     ]
     ha_url = services.listeners.get("homeassistant")
+    if demo and not ha_url:
+        lines += [
+            "The Home Assistant port could not be opened (is it taken?); see",
+            f"  {services.admin_url}/api/plugins/homeassistant/events and choose another with",
+            "  PENTARUN_LISTENERS__HOMEASSISTANT=0.0.0.0:<port> or [listeners] in the config.",
+        ]
     if demo and ha_url and services.demo_key:
         lines += [
             f"Home Assistant API for property {DEMO_PROPERTY[0]!r} on {ha_url}",

@@ -157,6 +157,12 @@ def create_listener_app(
     return app
 
 
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
 class RateLimited(PentarunError):
     status, code = 429, "rate_limited"
 
@@ -221,11 +227,15 @@ class ListenerManager:
             finally:
                 entry.done.set()
 
+        failure = ""
         try:
             binds: list[str] = await self._nursery.start(serve)
-        except OSError as exc:
-            records.record_event(self.db, key, "listener_failed", reason=f"{config.bind[0]}: {exc}")
-            raise
+        except* OSError as group:  # e.g. the port is taken: the server and the plugin go on
+            failure = f"cannot bind {config.bind[0]}: {_leaf(group)}"
+        if failure:
+            log.error("plugin %s: listener %s: %s", key, listener.name, failure)
+            records.record_event(self.db, key, "listener_failed", reason=failure)
+            return
         entry.url = next((b for b in binds if b.startswith("http://")), binds[0])
         self._open[key] = entry
         records.record_event(self.db, key, "listener_opened", reason=entry.url)

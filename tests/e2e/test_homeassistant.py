@@ -5,6 +5,7 @@ import base64
 import json
 import os
 import signal
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -335,3 +336,35 @@ async def test_bench_metrics_and_the_live_feed(site):
     quarantined = dict(seen)["plugin.quarantined"]
     assert quarantined["plugin"] == "homeassistant" and "test" in quarantined["reason"]
     assert quarantined["detail"]["evidence"]["last_exit"] is not None
+
+
+async def test_a_taken_port_is_reported_and_the_server_keeps_serving(tmp_path):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        server = await Server(
+            tmp_path / "var", env={"PENTARUN_LISTENERS__HOMEASSISTANT": f"127.0.0.1:{port}"}
+        ).started()
+        try:
+            async with server.client() as admin:
+                await admin.post("/api/properties", json={"id": "p1", "name": "One"})
+                data = pack(read_tree(HA_PLUGIN), "pentavision")
+                await admin.post(
+                    "/api/plugins", content=data, headers={"Content-Type": "application/zip"}
+                )
+                await wait_state(admin, "homeassistant", "VERIFIED")
+                enabled = await admin.post(
+                    "/api/plugins/homeassistant/enable", json={"properties": ["p1"]}
+                )
+                assert enabled.status_code == 200
+                events = (await admin.get("/api/plugins/homeassistant/events")).json()["events"]
+                failed = [e for e in events if e["type"] == "listener_failed"]
+                assert failed and "Address already in use" in failed[0]["reason"]
+                assert (await admin.get("/healthz")).status_code == 200
+                assert json.loads((server.data_dir / "run.json").read_text())["listeners"] == {}
+        finally:
+            assert server.stop() == 0
+    finally:
+        holder.close()
