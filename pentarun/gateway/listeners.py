@@ -4,7 +4,12 @@ For every request the core, not the plugin: matches it to a declared route, auth
 (a Home Assistant key in any of its three forms, or on routes with `token_param` a stream
 token whose camera is that path parameter), rate-limits it per client with the rate-limit
 headers on every response, and forwards it to the plugin's actor for the key's property. The
-plugin's answer (JSON or raw bytes) goes back as it is; its errors stay JSON.
+plugin's answer (JSON, raw bytes or a stream) goes back as it is; its errors stay JSON.
+
+Each listener is a bare ASGI app on hypercorn, with no web framework in between: it is the hot
+path of every Home Assistant request (bench/ha_port.py measures it against a bare quart-trio
+app). The request body (at most 1 MiB) is always read first, so a keep-alive connection is
+reusable after any answer.
 
     params sent to the handler: {"path": {...}, "query": {...}, "body": <JSON or None>,
                                   "base_url": "http://host:port", "auth": "key"|"stream_token"}
@@ -14,25 +19,25 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 import msgspec
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
-from quart import Response, request
-from quart_trio import QuartTrio
 
 from ..errors import NotFound, PentarunError, WorkerUnavailable
+from ..ipc.messages import HttpReply, Reply
 from ..packages.manifest import Manifest, Route
 from ..security import ha_keys
 from ..security.stream_tokens import StreamTokens
 from ..store import records
 from ..store.db import Database
+from ..supervisor.actor import StreamReply
 from ..supervisor.supervisor import Supervisor
-from .http import drain_unread_bodies, reply_response
 from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -75,84 +80,162 @@ class MethodNotAllowed(PentarunError):
     status, code = 405, "method_not_allowed"
 
 
-def _error(exc: PentarunError) -> Response:
-    response = Response(
-        msgspec.json.encode(exc.to_json()), status=exc.http_status, content_type="application/json"
-    )
+MAX_BODY = 1024 * 1024
+ASGIMessage = dict[str, Any]
+Receive = Callable[[], Awaitable[ASGIMessage]]
+Send = Callable[[ASGIMessage], Awaitable[None]]
+
+
+class _Headers:
+    """Case-insensitive request headers with `.get`, as the key check expects."""
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._items = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._items.get(name.lower(), default)
+
+
+@dataclass
+class _Answer:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _error(exc: PentarunError) -> _Answer:
+    answer = _Answer(exc.http_status, msgspec.json.encode(exc.to_json()))
     if exc.http_status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="pentarun"'
-    return response
+        answer.headers["WWW-Authenticate"] = 'Bearer realm="pentarun"'
+    return answer
+
+
+def _answer(reply: Reply | HttpReply) -> _Answer:
+    if isinstance(reply, HttpReply):
+        return _Answer(reply.status, reply.body, reply.content_type, dict(reply.headers))
+    return _Answer(200, msgspec.json.encode(reply.value))
+
+
+async def _send_answer(send: Send, answer: _Answer, extra: dict[str, str]) -> None:
+    headers = [
+        (b"content-type", answer.content_type.encode()),
+        (b"content-length", str(len(answer.body)).encode()),
+    ]
+    headers += [(k.lower().encode(), v.encode()) for k, v in {**answer.headers, **extra}.items()]
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
+
+
+async def _send_stream(
+    send: Send, receive: Receive, reply: StreamReply, extra: dict[str, str]
+) -> None:
+    """Chunks until the stream ends or the client leaves; then the worker is told to stop."""
+    start = reply.start
+    headers = [(b"content-type", start.content_type.encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in {**start.headers, **extra}.items()]
+    await send({"type": "http.response.start", "status": start.status, "headers": headers})
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def watch_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_disconnect)
+            async for chunk in reply.chunks():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            nursery.cancel_scope.cancel()
+    finally:
+        reply.close()
 
 
 def create_listener_app(
     key: str, manifest: Manifest, db: Database, supervisor: Supervisor, streams: StreamTokens
-) -> QuartTrio:
+) -> Callable[[dict[str, Any], Receive, Send], Awaitable[None]]:
+    """A bare ASGI app: one route table, no framework between the socket and the worker."""
     assert manifest.listener is not None
-    app = QuartTrio(f"pentarun.listener.{key}")
-    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
-    drain_unread_bodies(app)
     routes = compile_routes(manifest)
     limit = manifest.listener.rate_limit
     limiter = RateLimiter(limit.requests, limit.window_s)
 
-    async def dispatch(path: str) -> Response:
-        client = request.remote_addr or "unknown"
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        await handle(scope, receive, send)
+
+    async def read_body(receive: Receive) -> bytes:
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return body
+            body += bytes(message.get("body", b""))
+            if len(body) > MAX_BODY:
+                raise _TooLarge(f"the request body is larger than {MAX_BODY} bytes")
+            if not message.get("more_body", False):
+                return body
+
+    async def handle(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        headers = _Headers(scope["headers"])
+        query = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode("latin-1")).items()}
+        client = (scope.get("client") or ("unknown",))[0]
         try:
-            route, path_params = match(routes, request.method, "/" + path)
-            token = request.args.get("token")
-            if route.token_param and token and ha_keys.presented_key(request.headers) is None:
+            body = await read_body(receive)  # always, so the connection stays reusable
+            route, path_params = match(routes, scope["method"], scope["path"])
+            token = query.get("token")
+            if route.token_param and token and ha_keys.presented_key(headers) is None:
                 claims = streams.verify(token, path_params.get(route.token_param))
                 property_id, auth, client = claims["prop"], "stream_token", f"token:{claims['jti']}"
             else:
-                key_row = ha_keys.authenticate(db, request.headers)
+                key_row = ha_keys.authenticate(db, headers)
                 property_id, auth, client = key_row.property_id, "key", f"key:{key_row.id}"
         except PentarunError as exc:
             decision = limiter.hit(f"addr:{client}", trio.current_time())
-            response = _error(exc)
-            response.headers.update(decision.headers())
-            return response
+            await _send_answer(send, _error(exc), decision.headers())
+            return
         decision = limiter.hit(client, trio.current_time())
+        extra = decision.headers()
         if not decision.allowed:
-            response = _error(
-                RateLimited(f"more than {limiter.limit} requests in {limiter.window_s:g} s")
+            limited = RateLimited(f"more than {limiter.limit} requests in {limiter.window_s:g} s")
+            await _send_answer(
+                send, _error(limited), {**extra, "Retry-After": str(decision.reset_s)}
             )
-            response.headers["Retry-After"] = str(decision.reset_s)
-        else:
-            response = await forward(route, path_params, property_id, auth)
-        response.headers.update(decision.headers())
-        return response
-
-    async def forward(
-        route: Route, path_params: dict[str, str], property_id: str, auth: str
-    ) -> Response:
-        actor = supervisor.actors.get(key)
+            return
+        host = headers.get("host") or "{}:{}".format(*scope["server"])
         try:
+            actor = supervisor.actors.get(key)
             if actor is None:
                 raise WorkerUnavailable(f"plugin {key!r} is not running")
-            body = await request.get_data(as_text=False)
             try:
                 payload = msgspec.json.decode(body) if body else None
             except msgspec.DecodeError:
                 raise _BadJson("the request body is not valid JSON") from None
             params: dict[str, Any] = {
                 "path": path_params,
-                "query": dict(request.args),
+                "query": query,
                 "body": payload,
-                "base_url": request.host_url.rstrip("/"),
+                "base_url": f"{scope.get('scheme', 'http')}://{host}",
                 "auth": auth,
             }
             reply = await actor.call(route.handler, property_id, params)
         except PentarunError as exc:
-            return _error(exc)
-        return reply_response(reply)
-
-    app.add_url_rule(
-        "/<path:path>", "dispatch", dispatch, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]
-    )
-
-    @app.errorhandler(404)
-    async def not_found(exc: Exception) -> Response:
-        return _error(NotFound(f"no route {request.path}"))
+            await _send_answer(send, _error(exc), extra)
+            return
+        if isinstance(reply, StreamReply):
+            await _send_stream(send, receive, reply, extra)
+        else:
+            await _send_answer(send, _answer(reply), extra)
 
     return app
 
@@ -169,6 +252,10 @@ class RateLimited(PentarunError):
 
 class _BadJson(PentarunError):
     status, code = 400, "bad_request"
+
+
+class _TooLarge(PentarunError):
+    status, code = 413, "too_large"
 
 
 @dataclass
@@ -211,7 +298,7 @@ class ListenerManager:
         if listener is None or key in self._open:
             return
         assert self._nursery is not None
-        app = create_listener_app(key, manifest, self.db, self.supervisor, self.streams)
+        app: Any = create_listener_app(key, manifest, self.db, self.supervisor, self.streams)
         config = HypercornConfig()
         config.bind = [self.binds.get(listener.name, f"0.0.0.0:{listener.port}")]
         config.graceful_timeout = 1.0
