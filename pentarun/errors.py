@@ -9,8 +9,11 @@
     │   ├── ScopeDenied                403 scope_denied
     │   └── TokenInvalid               403 token_invalid
     ├── NotFound                       404 not_found
+    ├── MethodNotAllowed               405 method_not_allowed
     ├── Conflict                       409 conflict
+    ├── PayloadTooLarge                413 too_large
     ├── Unprocessable                  422 unprocessable    (e.g. a refused package)
+    ├── RateLimited                    429 rate_limited
     ├── Busy                           429 worker_busy
     ├── RemoteError                    the worker's own error: its code and status
     ├── WorkerUnavailable              503 worker_unavailable (down, restarting, quarantined)
@@ -80,8 +83,20 @@ class NotFound(PentarunError):
     status, code = 404, "not_found"
 
 
+class MethodNotAllowed(PentarunError):
+    status, code = 405, "method_not_allowed"
+
+
 class Conflict(PentarunError):
     status, code = 409, "conflict"
+
+
+class PayloadTooLarge(PentarunError):
+    status, code = 413, "too_large"
+
+
+class RateLimited(PentarunError):
+    status, code = 429, "rate_limited"
 
 
 class Unprocessable(PentarunError):

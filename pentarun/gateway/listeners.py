@@ -29,7 +29,15 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from ..errors import NotFound, PentarunError, WorkerUnavailable
+from ..errors import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    PentarunError,
+    RateLimited,
+    WorkerUnavailable,
+)
 from ..ipc.messages import HttpReply, Reply
 from ..packages.manifest import Manifest, Route
 from ..security import ha_keys
@@ -74,10 +82,6 @@ def match(routes: list[CompiledRoute], method: str, path: str) -> tuple[Route, d
     if allowed:
         raise MethodNotAllowed(f"{method} is not allowed on {path}")
     raise NotFound(f"no route {path}")
-
-
-class MethodNotAllowed(PentarunError):
-    status, code = 405, "method_not_allowed"
 
 
 MAX_BODY = 1024 * 1024
@@ -182,7 +186,7 @@ def create_listener_app(
                 return body
             body += bytes(message.get("body", b""))
             if len(body) > MAX_BODY:
-                raise _TooLarge(f"the request body is larger than {MAX_BODY} bytes")
+                raise PayloadTooLarge(f"the request body is larger than {MAX_BODY} bytes")
             if not message.get("more_body", False):
                 return body
 
@@ -220,7 +224,7 @@ def create_listener_app(
             try:
                 payload = msgspec.json.decode(body) if body else None
             except msgspec.DecodeError:
-                raise _BadJson("the request body is not valid JSON") from None
+                raise BadRequest("the request body is not valid JSON") from None
             params: dict[str, Any] = {
                 "path": path_params,
                 "query": query,
@@ -244,18 +248,6 @@ def _leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
-
-
-class RateLimited(PentarunError):
-    status, code = 429, "rate_limited"
-
-
-class _BadJson(PentarunError):
-    status, code = 400, "bad_request"
-
-
-class _TooLarge(PentarunError):
-    status, code = 413, "too_large"
 
 
 @dataclass
