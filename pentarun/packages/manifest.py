@@ -16,7 +16,7 @@ import msgspec
 
 from ..security.scopes import SCOPES
 from .problems import Problem, field
-from .versions import Version, VersionError, parse_range, parse_version
+from .versions import VersionError, parse_range, parse_version
 
 FILE = "definition.json"
 KEY = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
@@ -509,7 +509,3 @@ def _check_objects(c: _Checker, raw: dict[str, Any]) -> None:
                 c.add("unknown_field", ("ui", name), "unknown field")
             elif c.typed(value, str, ("ui", name), "a path") and value != "ui/wizard.html":
                 c.add("invalid_value", ("ui", name), "the wizard lives at ui/wizard.html")
-
-
-def version_of(manifest: Manifest) -> Version:
-    return parse_version(manifest.version)

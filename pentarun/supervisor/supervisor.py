@@ -14,7 +14,6 @@ from typing import Any
 import trio
 
 from ..config import SupervisorConfig
-from ..errors import NotFound
 from ..ipc.messages import CoreCall
 from ..lanes.core import CoreApi
 from ..security.stream_tokens import StreamTokens
@@ -73,12 +72,6 @@ class Supervisor:
 
     def _mark_quarantined(self, key: str, rule: str, reason: str) -> None:
         records.set_plugin_state(self.db, key, "QUARANTINED", reason)
-
-    def get(self, key: str) -> WorkerActor:
-        actor = self.actors.get(key)
-        if actor is None:
-            raise NotFound(f"plugin {key!r} is not running", {"plugin": key})
-        return actor
 
     async def add(self, spec: WorkerSpec, scopes: list[str]) -> WorkerActor:
         """Create the plugin's actor (not yet started)."""
