@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import trio
+from jsonschema import Draft202012Validator
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -24,6 +25,7 @@ from ..errors import (
     Forbidden,
     NotFound,
     PentarunError,
+    Unprocessable,
     WorkerUnavailable,
 )
 from ..security import ha_keys
@@ -375,6 +377,51 @@ def create_admin_app(services: Services) -> QuartTrio:
             db, f"operator:{op.name}", "plugin.property_unassigned", plugin=key, property_id=pid
         )
         return json_response({"plugin": key, "property": pid, "assigned": False})
+
+    @app.get("/api/plugins/<key>/config")
+    @operator(READ)
+    async def get_config(op: records.OperatorRow, key: str) -> Response:
+        row = registry.plugin(key)
+        return json_response(
+            {
+                "config": records.get_config(db, key),
+                "schema": row.manifest.get("config_schema", {"type": "object"}),
+            }
+        )
+
+    @app.put("/api/plugins/<key>/config")
+    @operator(MANAGE_PLUGINS)
+    async def put_config(op: records.OperatorRow, key: str) -> Response:
+        row = registry.plugin(key)
+        raw = await request.get_data(as_text=False)
+        try:
+            config = msgspec.json.decode(raw or b"null")
+        except msgspec.DecodeError as exc:
+            raise BadRequest(f"the configuration is not valid JSON: {exc}") from None
+        schema = row.manifest.get("config_schema", {"type": "object"})
+        problems = [
+            {"path": "/".join(str(p) for p in error.absolute_path), "message": error.message}
+            for error in Draft202012Validator(schema).iter_errors(config)
+        ]
+        if not isinstance(config, dict):
+            problems.insert(0, {"path": "", "message": "the configuration must be an object"})
+        if problems:
+            raise Unprocessable(
+                f"the configuration does not match config_schema: {len(problems)} problem(s)",
+                {"problems": problems},
+            )
+        await records.set_config(db, key, config)
+        actor = supervisor.actors.get(key)
+        if actor is not None:
+            actor.push_config(config)
+        records.audit(
+            db,
+            f"operator:{op.name}",
+            "plugin.config_changed",
+            plugin=key,
+            detail={"config": config},
+        )
+        return json_response({"config": config})
 
     @app.get("/api/plugins/<key>/events")
     @operator(READ)

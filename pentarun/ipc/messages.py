@@ -181,6 +181,12 @@ class CoreFailure(_Msg, tag="core_failure"):
     status: int = 500
 
 
+class ConfigUpdate(_Msg, tag="config_update"):
+    """The operator changed the plugin's configuration (already validated by the core)."""
+
+    config: dict[str, Any] = {}
+
+
 class Stop(_Msg, tag="stop"):
     """Graceful stop request: run on_stop callbacks, then exit."""
 
@@ -196,5 +202,6 @@ CoreMessage = (
     | TokenRefresh
     | CoreResult
     | CoreFailure
+    | ConfigUpdate
     | Stop
 )

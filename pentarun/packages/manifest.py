@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 
 from ..security.scopes import SCOPES
 from .problems import Problem, field
@@ -497,11 +499,13 @@ def _check_objects(c: _Checker, raw: dict[str, Any]) -> None:
         c.number(resources.get("memory_limit", 256), ("resources", "memory_limit"), 64, 8192, True)
         c.number(resources.get("cpu_limit", 0.5), ("resources", "cpu_limit"), 0.1, 8.0)
     schema = raw.get("config_schema", {"type": "object"})
-    if (
-        c.typed(schema, dict, ("config_schema",), "a JSON Schema object")
-        and schema.get("type", "object") != "object"
-    ):
-        c.add("invalid_value", ("config_schema", "type"), "the configuration must be an object")
+    if c.typed(schema, dict, ("config_schema",), "a JSON Schema object"):
+        if schema.get("type", "object") != "object":
+            c.add("invalid_value", ("config_schema", "type"), "the configuration must be an object")
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            c.add("invalid_schema", ("config_schema",), f"not a valid JSON Schema: {exc.message}")
     ui = raw.get("ui", {})
     if c.typed(ui, dict, ("ui",), "an object"):
         for name, value in ui.items():

@@ -27,6 +27,7 @@ from ..ipc.messages import (
     STREAM_CREDIT,
     Call,
     Cancel,
+    ConfigUpdate,
     CoreCall,
     CoreFailure,
     CoreMessage,
@@ -71,6 +72,7 @@ class Plugin:
         self._health: HealthCheck | None = None
         self._on_start: list[Lifecycle] = []
         self._on_stop: list[Lifecycle] = []
+        self._on_config: list[Lifecycle] = []
 
     # --- registration -----------------------------------------------------------------------
 
@@ -93,6 +95,11 @@ class Plugin:
 
     def on_stop(self, fn: Lifecycle) -> Lifecycle:
         self._on_stop.append(fn)
+        return fn
+
+    def on_config(self, fn: Lifecycle) -> Lifecycle:
+        """Called when the operator changes the configuration; `ctx.config` is the new one."""
+        self._on_config.append(fn)
         return fn
 
     # --- running ----------------------------------------------------------------------------
@@ -192,8 +199,19 @@ class _Worker:
                 self._welcome.set()
             case TokenRefresh():
                 self.token = message.token
+            case ConfigUpdate(config=config):
+                self.config = config
+                self._nursery.start_soon(self._config_changed)
             case Stop():
                 self._stop.set()
+
+    async def _config_changed(self) -> None:
+        ctx = self._context("")
+        for fn in self.plugin._on_config:
+            try:
+                await fn(ctx)
+            except Exception:
+                log.error("on_config failed:\n%s", traceback.format_exc())
 
     def _context(self, property_id: str) -> Context:
         return Context(property_id, self._core_call, self.config)

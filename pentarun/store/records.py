@@ -512,6 +512,7 @@ async def delete_plugin(db: Database, plugin_key: str) -> None:
             ("plugin_installs", "plugin_key"),
             ("plugin_state", "plugin_key"),
             ("plugin_property_assignments", "plugin_key"),
+            ("plugin_configs", "plugin_key"),
             ("enhanced_plugins", "key"),
         ):
             conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (plugin_key,))
@@ -693,4 +694,21 @@ async def revoke_ha_key(db: Database, key_id: str) -> int:
     return await db.execute(
         "UPDATE ha_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
         (time.time(), key_id),
+    )
+
+
+# --- plugin configuration ----------------------------------------------------------------------
+
+
+def get_config(db: Database, plugin_key: str) -> dict[str, Any]:
+    row = db.read_one("SELECT config FROM plugin_configs WHERE plugin_key = ?", (plugin_key,))
+    return dict(json.loads(row["config"])) if row else {}
+
+
+async def set_config(db: Database, plugin_key: str, config: dict[str, Any]) -> None:
+    await db.execute(
+        """INSERT INTO plugin_configs (plugin_key, config, updated_at) VALUES (?, ?, ?)
+           ON CONFLICT (plugin_key) DO UPDATE SET config = excluded.config,
+             updated_at = excluded.updated_at""",
+        (plugin_key, json.dumps(config), time.time()),
     )

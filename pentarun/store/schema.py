@@ -134,6 +134,14 @@ MIGRATIONS: list[str] = [
         revoked_at REAL
     );
     """,
+    # 4: plugin configuration (validated against the manifest's config_schema)
+    """
+    CREATE TABLE plugin_configs (
+        plugin_key TEXT PRIMARY KEY,
+        config TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

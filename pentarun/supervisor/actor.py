@@ -43,6 +43,7 @@ from ..ipc.messages import (
     STREAM_CREDIT,
     Call,
     Cancel,
+    ConfigUpdate,
     CoreCall,
     CoreFailure,
     CoreResult,
@@ -315,6 +316,12 @@ class WorkerActor:
         """A fresh token for the current assignments, which also gate `call`."""
         self._properties = frozenset(self.hooks.properties())
         return self.hooks.issue_token(sorted(self._properties))
+
+    def push_config(self, config: dict[str, Any]) -> None:
+        """Send a new configuration to the running worker (new workers get it in Welcome)."""
+        gen = self._gen
+        if gen is not None and gen.channel is not None and gen.hello is not None:
+            gen.channel.send_if_open(ConfigUpdate(config))
 
     def refresh_token(self) -> None:
         """Re-issue the worker's token now (e.g. its property assignments changed)."""

@@ -163,4 +163,5 @@ class Supervisor:
             properties=properties,
             handle_core_call=handle_core_call,
             record=record,
+            config=lambda: records.get_config(db, key),
         )

@@ -209,3 +209,43 @@ async def test_an_early_answer_never_hangs_the_keep_alive_connection(data_dir):
         assert await trio.to_thread.run_sync(exchange, None) == [b"closed"]
     finally:
         server.stop()
+
+
+async def test_config_is_validated_stored_pushed_live_and_survives_restarts(data_dir):
+    server = await Server(data_dir, "--plugin-dir", str(PLUGINS / "probe")).started()
+    try:
+        async with server.client() as client:
+            await client.post("/api/properties", json={"id": "p1", "name": "One"})
+            await client.put("/api/plugins/probe/properties/p1")
+            await wait_worker(client, "probe")
+            current = (await client.get("/api/plugins/probe/config")).json()
+            assert current["config"] == {} and current["schema"]["additionalProperties"] is False
+            refused = await client.put("/api/plugins/probe/config", json={"fps": 0, "colour": 1})
+            assert refused.status_code == 422
+            problems = refused.json()["error"]["details"]["problems"]
+            assert {p["path"] for p in problems} == {"fps", ""}
+            assert (
+                await client.put("/api/plugins/probe/config", content=b"[1]")
+            ).status_code == 422
+            assert (
+                await client.put("/api/plugins/probe/config", json={"fps": 5})
+            ).status_code == 200
+            echo = {"handler": "config", "property": "p1"}
+            with trio.fail_after(5):
+                while not (
+                    seen := (await client.post("/api/plugins/probe/call", json=echo)).json()[
+                        "result"
+                    ]
+                )["changes"]:
+                    await trio.sleep(0.02)
+            assert seen == {"config": {"fps": 5}, "changes": [{"fps": 5}]}
+            await client.post("/api/plugins/probe/call", json={"handler": "exit", "property": "p1"})
+            await trio.sleep(0.3)
+            await wait_worker(client, "probe")
+            restarted = (await client.post("/api/plugins/probe/call", json=echo)).json()["result"]
+            assert restarted == {
+                "config": {"fps": 5},
+                "changes": [],
+            }  # new worker: config in Welcome
+    finally:
+        server.stop()

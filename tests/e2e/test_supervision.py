@@ -244,12 +244,16 @@ async def test_log_floods_are_bounded(tmp_path):
     async with harness(tmp_path, config) as h:
         actor = await h.start("probe")
         await actor.wait_for(Phase.RUNNING)
+        started = trio.current_time()
         await actor.call("chatter", "p1", {"count": 500})
         await trio.sleep(1.1)
         await actor.call("chatter", "p1", {"count": 1})
         await eventually(lambda: any("log records dropped" in ln.message for ln in actor.logs))
-        chatter = [ln for ln in actor.logs if ln.message.startswith("chatter")]
-        assert 50 <= len(chatter) <= 51
+        seconds = trio.current_time() - started
+        kept = [ln for ln in actor.logs if ln.message.startswith("chatter")]
+        # at most 50 per 1 s window (a loaded machine may spread the burst over a few windows)
+        assert 50 <= len(kept) <= 50 * (int(seconds) + 2)
+        assert len(kept) < 500
         assert actor.phase is Phase.RUNNING
 
 

@@ -80,6 +80,7 @@ CASES = [
     ("self dependency", definition(dependencies={"demo": ">=1"}), "manifest.dependency_cycle", F + "dependencies"),
     ("health interval", definition(health_check={"interval_s": 0}), "manifest.out_of_range", F + "health_check.interval_s"),
     ("config schema type", definition(config_schema={"type": "array"}), "manifest.invalid_value", F + "config_schema.type"),
+    ("config schema invalid", definition(config_schema={"type": "object", "properties": {"x": {"type": "colour"}}}), "manifest.invalid_schema", F + "config_schema"),
     ("wizard path", definition(ui={"wizard": "../x.html"}), "manifest.invalid_value", F + "ui.wizard"),
 ]  # fmt: skip
 

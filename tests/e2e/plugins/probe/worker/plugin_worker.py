@@ -94,6 +94,19 @@ async def exit_now(ctx: Context, params: dict) -> dict:
     os._exit(int(params.get("code", 1)))
 
 
+CONFIG_CHANGES = []
+
+
+@plugin.on_config
+async def config_changed(ctx: Context) -> None:
+    CONFIG_CHANGES.append(dict(ctx.config))
+
+
+@plugin.handler("config")
+async def current_config(ctx: Context, params: dict) -> dict:
+    return {"config": ctx.config, "changes": CONFIG_CHANGES}
+
+
 @plugin.health
 async def health(ctx: Context) -> dict:
     if MODE == "hang_health":
