@@ -114,6 +114,7 @@ async def run_server(
         registry = Registry(db, supervisor)
         services = Services(config, data_dir, db, supervisor, registry, installs)
         db.observers.append(services.feed.observe)
+        supervisor.events.on_published = services.feed.publish
 
         def listeners_changed(urls: dict[str, str]) -> None:
             services.listeners = urls

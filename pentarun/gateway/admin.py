@@ -34,6 +34,7 @@ from ..security.operators import (
     AUDIT,
     CALL,
     CAMERAS,
+    EVENTS,
     HA_KEYS,
     MANAGE_PLUGINS,
     OPERATORS,
@@ -97,6 +98,12 @@ class HaKeyRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CAMERA_KINDS = ("demo",)
+
+
+class EventRequest(msgspec.Struct, forbid_unknown_fields=True):
+    type: str
+    property: str
+    data: dict[str, Any] = {}
 
 
 class ApproveRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -441,6 +448,26 @@ def create_admin_app(services: Services) -> QuartTrio:
         registry.plugin(key)
         actor = supervisor.actors.get(key)
         return json_response({"lines": list(actor.logs) if actor else []})
+
+    @app.post("/api/events")
+    @operator(EVENTS)
+    async def publish_event(op: records.OperatorRow) -> Response:
+        body = await parse_body(EventRequest)
+        require(op, EVENTS, body.property)
+        visible_property(op, body.property)
+        delivered = supervisor.events.publish(
+            body.type, body.property, body.data, source=f"operator:{op.name}"
+        )
+        records.audit(
+            db,
+            f"operator:{op.name}",
+            "event.published",
+            property_id=body.property,
+            detail={"type": body.type, "delivered": delivered},
+        )
+        return json_response(
+            {"type": body.type, "property": body.property, "delivered": delivered}, 202
+        )
 
     @app.get("/api/audit")
     @operator(AUDIT)

@@ -102,6 +102,12 @@ class CoreCall(_Msg, tag="core_call"):
     params: dict[str, Any] = {}
 
 
+class EventDone(_Msg, tag="event_done"):
+    """The worker's `on_event` handlers for event `id` have run."""
+
+    id: int
+
+
 class Log(_Msg, tag="log"):
     level: int
     logger: str
@@ -120,6 +126,7 @@ WorkerMessage = (
     | Failure
     | HealthReport
     | CoreCall
+    | EventDone
     | Log
 )
 
@@ -181,6 +188,16 @@ class CoreFailure(_Msg, tag="core_failure"):
     status: int = 500
 
 
+class PlatformEvent(_Msg, tag="event"):
+    """A canonical event (`camera.motion`, ...) of one property the plugin subscribed to."""
+
+    id: int
+    type_: str = msgspec.field(name="event_type")
+    property: str = ""
+    data: dict[str, Any] = {}
+    at: float = 0.0
+
+
 class ConfigUpdate(_Msg, tag="config_update"):
     """The operator changed the plugin's configuration (already validated by the core)."""
 
@@ -203,5 +220,6 @@ CoreMessage = (
     | CoreResult
     | CoreFailure
     | ConfigUpdate
+    | PlatformEvent
     | Stop
 )

@@ -40,9 +40,23 @@ class PluginStore:
         return result
 
 
+class EventsClient:
+    """`await ctx.events.publish("camera.tamper", {...})`: needs scope events:publish and the
+    type declared under the manifest's `events.publish`; other subscribers of this property
+    receive it."""
+
+    def __init__(self, core: CoreClient) -> None:
+        self._core = core
+
+    async def publish(self, event_type: str, data: dict[str, Any] | None = None) -> int:
+        delivered: int = await self._core.call("events.publish", type=event_type, data=data or {})
+        return delivered
+
+
 class Context:
     def __init__(self, property_id: str, send: CoreSender, config: dict[str, Any]) -> None:
         self.property = property_id
         self.core = CoreClient(send, property_id)
         self.store = PluginStore(self.core)
+        self.events = EventsClient(self.core)
         self.config = config

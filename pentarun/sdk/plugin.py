@@ -32,12 +32,14 @@ from ..ipc.messages import (
     CoreFailure,
     CoreMessage,
     CoreResult,
+    EventDone,
     Failure,
     HealthProbe,
     HealthReport,
     Hello,
     HttpReply,
     Log,
+    PlatformEvent,
     Ready,
     Reply,
     Stop,
@@ -54,6 +56,7 @@ from .types import Error, Response, Stream
 Handler = Callable[[Context, dict[str, Any]], Awaitable[Any]]
 HealthCheck = Callable[[Context], Awaitable[dict[str, Any]]]
 Lifecycle = Callable[[Context], Awaitable[None]]
+EventHandler = Callable[[Context, dict[str, Any]], Awaitable[None]]
 F = TypeVar("F", bound=Callable[..., Any])
 
 IPC_FD_ENV = "PENTARUN_IPC_FD"
@@ -73,6 +76,7 @@ class Plugin:
         self._on_start: list[Lifecycle] = []
         self._on_stop: list[Lifecycle] = []
         self._on_config: list[Lifecycle] = []
+        self._on_event: dict[str, list[EventHandler]] = {}
 
     # --- registration -----------------------------------------------------------------------
 
@@ -96,6 +100,15 @@ class Plugin:
     def on_stop(self, fn: Lifecycle) -> Lifecycle:
         self._on_stop.append(fn)
         return fn
+
+    def on_event(self, event_type: str) -> Callable[[F], F]:
+        """`@plugin.on_event("camera.motion")`: `async def f(ctx, event)`, ctx for its property."""
+
+        def register(fn: F) -> F:
+            self._on_event.setdefault(event_type, []).append(fn)
+            return fn
+
+        return register
 
     def on_config(self, fn: Lifecycle) -> Lifecycle:
         """Called when the operator changes the configuration; `ctx.config` is the new one."""
@@ -148,6 +161,7 @@ class _Worker:
                         protocol=PROTOCOL_VERSION,
                         pid=os.getpid(),
                         handlers=sorted(self.plugin.handlers),
+                        events=sorted(self.plugin._on_event),
                         sdk="pentarun-python/1",
                     )
                 )
@@ -199,11 +213,29 @@ class _Worker:
                 self._welcome.set()
             case TokenRefresh():
                 self.token = message.token
+            case PlatformEvent():
+                self._nursery.start_soon(self._event, message)
             case ConfigUpdate(config=config):
                 self.config = config
                 self._nursery.start_soon(self._config_changed)
             case Stop():
                 self._stop.set()
+
+    async def _event(self, event: PlatformEvent) -> None:
+        ctx = self._context(event.property)
+        body = {
+            "id": event.id,
+            "type": event.type_,
+            "property": event.property,
+            "data": event.data,
+            "at": event.at,
+        }
+        for fn in self.plugin._on_event.get(event.type_, []):
+            try:
+                await fn(ctx, body)
+            except Exception:
+                log.error("on_event %s failed:\n%s", event.type_, traceback.format_exc())
+        self._send(EventDone(event.id))
 
     async def _config_changed(self) -> None:
         ctx = self._context("")

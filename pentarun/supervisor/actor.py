@@ -47,12 +47,14 @@ from ..ipc.messages import (
     CoreCall,
     CoreFailure,
     CoreResult,
+    EventDone,
     Failure,
     HealthProbe,
     HealthReport,
     Hello,
     HttpReply,
     Log,
+    PlatformEvent,
     Reply,
     Stop,
     StreamChunk,
@@ -70,6 +72,8 @@ from .process import Spawned, WorkerSpec, kill_now, read_lines, spawn, terminate
 from .stats import CallStats, process_usage
 
 log = logging.getLogger(__name__)
+
+EVENT_BACKLOG = 100  # events a worker may have unacknowledged before new ones are dropped
 
 
 class StreamReply:
@@ -147,6 +151,7 @@ class _Generation:
         self.started_at = time.time()
         self.ended = trio.Event()
         self.kill_requested = False
+        self.events_in_flight: set[int] = set()
         self.log_window = 0.0
         self.logs_in_window = 0
         self.logs_dropped = 0
@@ -196,6 +201,7 @@ class WorkerActor:
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._rand = random.Random()
+        self.events_dropped = 0
         self._inbox_overflowed = False
 
     # --- public surface -------------------------------------------------------------------
@@ -316,6 +322,32 @@ class WorkerActor:
         """A fresh token for the current assignments, which also gate `call`."""
         self._properties = frozenset(self.hooks.properties())
         return self.hooks.issue_token(sorted(self._properties))
+
+    def serves(self, property_id: str) -> bool:
+        """Whether the worker is running and assigned to this property."""
+        return self.state.phase is Phase.RUNNING and property_id in self._properties
+
+    def deliver(self, event_type: str, property_id: str, data: dict[str, Any]) -> bool:
+        """Send an event unless EVENT_BACKLOG of them are still unacknowledged (then drop it)."""
+        gen = self._gen
+        if gen is None or gen.channel is None or not gen.ready:
+            return False
+        if len(gen.events_in_flight) >= EVENT_BACKLOG:
+            self.events_dropped += 1
+            if self.events_dropped in (1, 10, 100, 1000) or self.events_dropped % 10000 == 0:
+                self.hooks.record(
+                    "events_dropped",
+                    {
+                        "reason": f"{self.events_dropped} events "
+                        f"dropped: {EVENT_BACKLOG} unacknowledged"
+                    },
+                )
+            return False
+        event_id = next(self._ids)
+        gen.events_in_flight.add(event_id)
+        return gen.channel.send_if_open(
+            PlatformEvent(event_id, event_type, property_id, data, time.time())
+        )
 
     def push_config(self, config: dict[str, Any]) -> None:
         """Send a new configuration to the running worker (new workers get it in Welcome)."""
@@ -601,6 +633,8 @@ class WorkerActor:
                     slot.done.set()
             case StreamStart():
                 self._on_stream_start(gen, message)
+            case EventDone(id=event_id):
+                gen.events_in_flight.discard(event_id)
             case StreamChunk(id=stream_id, data=data):
                 sink = gen.streams.get(stream_id)
                 if sink is not None:

@@ -16,6 +16,7 @@ import trio
 from ..config import SupervisorConfig
 from ..ipc.messages import CoreCall
 from ..lanes.core import CoreApi
+from ..lanes.events import EventLane
 from ..security.stream_tokens import StreamTokens
 from ..security.tokens import PluginTokens
 from ..store import records
@@ -58,6 +59,8 @@ class Supervisor:
         self.db = db
         self.tokens = tokens
         self.core_api = CoreApi(db, tokens, streams or StreamTokens(secrets.token_bytes(32)))
+        self.events = EventLane(db, self)
+        self.core_api.register("events.publish", "events:publish", self.events.core_publish)
         self.actors: dict[str, WorkerActor] = {}
         self._scopes: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None

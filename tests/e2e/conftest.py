@@ -1,5 +1,6 @@
 """Real worker processes, a real SQLite file."""
 
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -40,13 +41,16 @@ class Harness:
         properties: tuple[str, ...] = ("p1",),
         plugin: str = "probe",
     ) -> WorkerActor:
-        await records.upsert_plugin(self.db, key, name=key, version="1.0.0", state="ENABLED")
+        definition = json.loads((PLUGINS / plugin / "definition.json").read_text())
+        await records.upsert_plugin(
+            self.db, key, name=key, version="1.0.0", state="ENABLED", manifest=definition
+        )
         for prop in properties:
             if records.get_property(self.db, prop) is None:
                 await records.create_property(self.db, prop, prop)
             await records.assign_property(self.db, key, prop)
         spec = WorkerSpec(key, PLUGINS / plugin, env={"PROBE_MODE": mode})
-        actor = await self.supervisor.add(spec, ["properties:read"])
+        actor = await self.supervisor.add(spec, definition.get("scopes", []))
         actor.start()
         return actor
 

@@ -249,3 +249,32 @@ async def test_config_is_validated_stored_pushed_live_and_survives_restarts(data
             }  # new worker: config in Welcome
     finally:
         server.stop()
+
+
+async def test_platform_events_over_the_admin_api(data_dir):
+    server = await Server(data_dir, "--plugin-dir", str(PLUGINS / "probe")).started()
+    try:
+        async with server.client() as client:
+            for pid in ("p1", "p2"):
+                await client.post("/api/properties", json={"id": pid, "name": pid})
+            await client.put("/api/plugins/probe/properties/p1")
+            await wait_worker(client, "probe")
+            event = {"type": "camera.motion", "property": "p1", "data": {"camera": "front"}}
+            published = await client.post("/api/events", json=event)
+            assert published.status_code == 202 and published.json()["delivered"] == 1
+            other = await client.post("/api/events", json={**event, "property": "p2"})
+            assert other.json()["delivered"] == 0
+            bad = await client.post("/api/events", json={**event, "type": "motion"})
+            assert bad.status_code == 400
+            missing = await client.post("/api/events", json={**event, "property": "nope"})
+            assert missing.status_code == 404
+            seen = {"handler": "events.seen", "property": "p1"}
+            with trio.fail_after(5):
+                while not (await client.post("/api/plugins/probe/call", json=seen)).json()[
+                    "result"
+                ]["events"]:
+                    await trio.sleep(0.02)
+            result = (await client.post("/api/plugins/probe/call", json=seen)).json()["result"]
+            assert result["events"] == [["camera.motion", "p1", {"camera": "front"}]]
+    finally:
+        server.stop()

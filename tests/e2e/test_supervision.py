@@ -15,6 +15,7 @@ from pentarun.errors import (
 )
 from pentarun.ipc.messages import HttpReply
 from pentarun.store import records
+from pentarun.supervisor.actor import EVENT_BACKLOG
 from pentarun.supervisor.policy import Phase
 
 from .conftest import FAST, eventually, harness
@@ -276,3 +277,47 @@ async def test_an_actor_bug_fails_closed(tmp_path):
         await eventually(lambda: actor._gen.spawned.process.returncode is not None)
         assert h.supervisor.tokens.generation("probe") == 1
         assert pid is not None
+
+
+async def seen(actor, prop):
+    return (await actor.call("events.seen", prop, {})).value["events"]
+
+
+async def test_events_reach_subscribers_of_the_property_only(tmp_path):
+    async with harness(tmp_path) as h:
+        alpha = await h.start("alpha", properties=("p1",))
+        beta = await h.start("beta", properties=("p2",))
+        gamma = await h.start("gamma", properties=("p1", "p2"))
+        for actor in (alpha, beta, gamma):
+            await actor.wait_for(Phase.RUNNING)
+        lane = h.supervisor.events
+        assert lane.publish("camera.motion", "p1", {"camera": "front"}, source="operator:root") == 2
+        assert lane.publish("recording.created", "p1", {}, source="operator:root") == 0
+        with trio.fail_after(5):
+            while len(await seen(gamma, "p1")) < 1 or len(await seen(alpha, "p1")) < 1:
+                await trio.sleep(0.02)
+        assert await seen(beta, "p2") == []
+        assert await seen(alpha, "p1") == [["camera.motion", "p1", {"camera": "front"}]]
+        # a plugin publishes a declared type: the others of that property get it, not itself
+        assert (await alpha.call("tamper", "p1", {})).value == {"delivered": 1}
+        with trio.fail_after(5):
+            while len(await seen(gamma, "p1")) < 2:
+                await trio.sleep(0.02)
+        assert (await seen(gamma, "p1"))[1] == ["camera.tamper", "p1", {"by": "probe"}]
+        assert len(await seen(alpha, "p1")) == 1
+        with pytest.raises(RemoteError) as info:
+            await alpha.call("tamper", "p1", {"type": "camera.motion"})  # not declared
+        assert info.value.error_code == "forbidden"
+
+
+async def test_a_subscriber_that_does_not_keep_up_loses_events_not_the_publisher(tmp_path):
+    async with harness(tmp_path) as h:
+        slow = await h.start("slow")
+        await slow.wait_for(Phase.RUNNING)
+        taken = [
+            slow.deliver("camera.motion", "p1", {"hang": True}) for _ in range(EVENT_BACKLOG + 50)
+        ]
+        assert taken.count(True) == EVENT_BACKLOG and slow.events_dropped == 50
+        assert (await slow.call("echo", "p1", {})).value["property"] == "p1"  # still serving
+        await h.db.flush()
+        assert any(e.type == "events_dropped" for e in records.list_events(h.db, "slow"))

@@ -94,6 +94,27 @@ async def exit_now(ctx: Context, params: dict) -> dict:
     os._exit(int(params.get("code", 1)))
 
 
+@plugin.on_event("camera.motion")
+@plugin.on_event("camera.tamper")
+async def remember_event(ctx: Context, event: dict) -> None:
+    if event["data"].get("hang"):
+        await trio.sleep_forever()
+    seen = await ctx.store.get("events", [])
+    await ctx.store.set("events", [*seen, [event["type"], event["property"], event["data"]]])
+
+
+@plugin.handler("events.seen")
+async def events_seen(ctx: Context, params: dict) -> dict:
+    return {"events": await ctx.store.get("events", [])}
+
+
+@plugin.handler("tamper")
+async def tamper(ctx: Context, params: dict) -> dict:
+    return {
+        "delivered": await ctx.events.publish(params.get("type", "camera.tamper"), {"by": "probe"})
+    }
+
+
 CONFIG_CHANGES = []
 
 
