@@ -44,6 +44,7 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     token_ttl_s: float = 900.0
     log_lines_kept: int = 200
     log_records_per_s: int = 1000
+    memory_check_s: float = 1.0
 
 
 class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

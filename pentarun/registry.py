@@ -32,6 +32,7 @@ class SourceDefinition(msgspec.Struct):
     version: str
     name: str = ""
     scopes: list[str] = []
+    resources: dict[str, float] = {}
 
 
 def read_source_definition(root: Path) -> tuple[Path, SourceDefinition, dict[str, Any]]:
@@ -67,7 +68,9 @@ class Registry:
             source_dir=str(root),
             manifest=manifest,
         )
-        actor = await self.supervisor.add(WorkerSpec(definition.key, root), definition.scopes)
+        limit = definition.resources.get("memory_limit")
+        spec = WorkerSpec(definition.key, root, memory_limit_mb=int(limit) if limit else None)
+        actor = await self.supervisor.add(spec, definition.scopes)
         actor.start()
         return actor
 

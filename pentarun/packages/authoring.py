@@ -180,7 +180,7 @@ async def test_path(path: Path, config: Config, ctx: InspectContext, say: Say) -
                 raise AuthoringError(str(exc)) from exc
         say(f"running the gates of {package.key} {package.version}")
         return await run_gates(
-            installer.worker_spec(package.key, tree),
+            installer.worker_spec(package.key, tree, package.manifest.resources.memory_limit),
             package.manifest,
             package.test_plan,
             config.supervisor,

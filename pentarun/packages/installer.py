@@ -49,10 +49,10 @@ class Layout:
         return self.data_dir / "plugins" / key / install_id
 
 
-def worker_spec(key: str, root: Path) -> WorkerSpec:
+def worker_spec(key: str, root: Path, memory_limit_mb: int | None = None) -> WorkerSpec:
     site = root / SITE
     env = {"PYTHONPATH": str(site)} if site.is_dir() else {}
-    return WorkerSpec(key, root, env=env)
+    return WorkerSpec(key, root, env=env, memory_limit_mb=memory_limit_mb)
 
 
 def write_tree(files: Mapping[str, bytes], root: Path) -> None:

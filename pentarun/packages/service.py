@@ -400,7 +400,10 @@ class Installs:
             case Activate():
                 await self._activate(row)
             case StartWorker():
-                spec = installer.worker_spec(key, self.layout.tree(key, row.id))
+                resources = row.manifest.get("resources") or {}
+                spec = installer.worker_spec(
+                    key, self.layout.tree(key, row.id), resources.get("memory_limit", 256)
+                )
                 actor = await self.supervisor.replace(spec, list(row.manifest.get("scopes", [])))
                 if actor.phase is Phase.QUARANTINED:
                     actor.release()
@@ -534,7 +537,9 @@ class Installs:
         package = await self._package(row)
         try:
             report = await run_gates(
-                installer.worker_spec(row.plugin_key, tree),
+                installer.worker_spec(
+                    row.plugin_key, tree, package.manifest.resources.memory_limit
+                ),
                 package.manifest,
                 package.test_plan,
                 self.config.supervisor,
@@ -566,7 +571,7 @@ class Installs:
             )
         package = await self._package(row)
         report = await run_gates(
-            installer.worker_spec(row.plugin_key, tree),
+            installer.worker_spec(row.plugin_key, tree, package.manifest.resources.memory_limit),
             package.manifest,
             package.test_plan,
             self.config.supervisor,

@@ -504,6 +504,8 @@ class WorkerActor:
                 nursery.start_soon(self._startup_deadline, gen)
                 nursery.start_soon(self._health_loop, gen)
                 nursery.start_soon(self._token_refresh_loop, gen)
+                if self.spec.memory_limit_mb is not None:
+                    nursery.start_soon(self._memory_watch, gen, self.spec.memory_limit_mb)
                 await process.wait()
                 gen.fail_pending(WorkerCrashed(f"plugin {self.key!r} worker exited"))
                 with trio.move_on_after(1.0):  # collect the last frames and output lines
@@ -615,6 +617,16 @@ class WorkerActor:
         """SIGKILL the current worker process (the recovery gate's crash)."""
         if self._gen is not None and self._gen.spawned is not None:
             kill_now(self._gen.spawned.process)
+
+    async def _memory_watch(self, gen: _Generation, limit_mb: int) -> None:
+        while True:
+            await trio.sleep(self.config.memory_check_s)
+            usage = process_usage(gen.pid) if gen.pid is not None else None
+            if usage is not None and usage[1] > limit_mb * 2**20:
+                detail = f"{usage[1] / 2**20:.0f} MB resident, memory_limit is {limit_mb} MB"
+                self._add_log("ERROR", "pentarun.supervisor", f"memory limit exceeded: {detail}")
+                self._post(policy.ResourceExceeded(detail), gen.number)
+                return
 
     async def _token_refresh_loop(self, gen: _Generation) -> None:
         while True:

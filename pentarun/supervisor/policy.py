@@ -82,6 +82,12 @@ class ProtocolViolation(Event, frozen=True):
     detail: str = ""
 
 
+class ResourceExceeded(Event, frozen=True):
+    """The worker used more than its manifest allows (e.g. memory): killed, counted as a crash."""
+
+    detail: str = ""
+
+
 class HealthOk(Event, frozen=True):
     pass
 
@@ -188,6 +194,10 @@ class Policy:
                     rand,
                     f"no handshake within {timeout:g} s",
                     kill=Kill(graceful=False),
+                )
+            case ResourceExceeded() if phase in (Phase.STARTING, Phase.RUNNING):
+                return self._crash(
+                    state, now, rand, f"resource limit: {event.detail}", kill=Kill(graceful=False)
                 )
             case ProtocolViolation() if phase in (Phase.STARTING, Phase.RUNNING):
                 return self._crash(

@@ -54,6 +54,7 @@ class WorkerSpec:
     root: Path
     python: str = sys.executable
     env: dict[str, str] = field(default_factory=dict)
+    memory_limit_mb: int | None = None  # resident memory above this kills the worker
 
     @property
     def entrypoint(self) -> Path:

@@ -40,6 +40,7 @@ class Harness:
         mode: str = "",
         properties: tuple[str, ...] = ("p1",),
         plugin: str = "probe",
+        memory_limit_mb: int | None = None,
     ) -> WorkerActor:
         definition = json.loads((PLUGINS / plugin / "definition.json").read_text())
         await records.upsert_plugin(
@@ -49,7 +50,9 @@ class Harness:
             if records.get_property(self.db, prop) is None:
                 await records.create_property(self.db, prop, prop)
             await records.assign_property(self.db, key, prop)
-        spec = WorkerSpec(key, PLUGINS / plugin, env={"PROBE_MODE": mode})
+        spec = WorkerSpec(
+            key, PLUGINS / plugin, env={"PROBE_MODE": mode}, memory_limit_mb=memory_limit_mb
+        )
         actor = await self.supervisor.add(spec, definition.get("scopes", []))
         actor.start()
         return actor

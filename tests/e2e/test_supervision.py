@@ -1,5 +1,7 @@
 """Supervision with real worker processes (SPEC §4), on short thresholds."""
 
+import contextlib
+
 import msgspec
 import pytest
 import trio
@@ -321,3 +323,23 @@ async def test_a_subscriber_that_does_not_keep_up_loses_events_not_the_publisher
         assert (await slow.call("echo", "p1", {})).value["property"] == "p1"  # still serving
         await h.db.flush()
         assert any(e.type == "events_dropped" for e in records.list_events(h.db, "slow"))
+
+
+async def test_a_worker_over_its_memory_limit_is_killed_as_a_crash(tmp_path):
+    config = msgspec.structs.replace(FAST, memory_check_s=0.05)
+    async with harness(tmp_path, config) as h:
+        hog = await h.start("hog", memory_limit_mb=96)
+        neighbour = await h.start("neighbour")
+        await hog.wait_for(Phase.RUNNING)
+        first_pid = hog.pid
+        assert (await hog.call("hog", "p1", {"mb": 10})).value == {"held_mb": 10}
+        with trio.fail_after(10):
+            with contextlib.suppress(WorkerCrashed):
+                await hog.call("hog", "p1", {"mb": 200})
+            await hog.wait_for(Phase.BACKOFF)
+        assert "resource limit" in hog.state.reason and "memory_limit is 96 MB" in hog.state.reason
+        assert len(hog.state.crashes) == 1
+        await hog.wait_for(Phase.RUNNING)
+        assert hog.pid != first_pid
+        await neighbour.wait_for(Phase.RUNNING)
+        assert (await neighbour.call("echo", "p1", {})).value["property"] == "p1"

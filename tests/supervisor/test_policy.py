@@ -16,6 +16,7 @@ from pentarun.supervisor.policy import (
     QuarantineRequested,
     Ready,
     Release,
+    ResourceExceeded,
     Spawn,
     Start,
     StartupTimeout,
@@ -175,6 +176,12 @@ def test_protocol_violation_kills_at_once_and_counts_as_crash():
     state, cmds = POLICY.step(running(), ProtocolViolation("frame too large"), 1.0)
     assert cmds[0] == Kill(graceful=False)
     assert "protocol violation: frame too large" in state.reason
+
+
+def test_resource_excess_kills_at_once_and_counts_as_crash():
+    state, cmds = POLICY.step(running(), ResourceExceeded("300 MB > 256 MB"), 1.0)
+    assert cmds[0] == Kill(graceful=False) and state.phase is Phase.BACKOFF
+    assert state.reason.startswith("crashed: resource limit: 300 MB > 256 MB")
 
 
 def test_stop_is_graceful_and_ends_stopped():

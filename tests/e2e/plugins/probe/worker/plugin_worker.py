@@ -83,6 +83,15 @@ async def garbage(ctx: Context, params: dict) -> dict:
     return {}
 
 
+HOARD = []
+
+
+@plugin.handler("hog")
+async def hog(ctx: Context, params: dict) -> dict:
+    HOARD.append(bytearray(int(params.get("mb", 200)) * 2**20))  # touched: resident
+    return {"held_mb": sum(len(b) for b in HOARD) // 2**20}
+
+
 @plugin.handler("sleep")
 async def sleep(ctx: Context, params: dict) -> dict:
     await trio.sleep(float(params.get("seconds", 1)))
