@@ -1,0 +1,183 @@
+"""Install jobs (one per uploaded package) and test runs."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import Any
+
+import msgspec
+
+from ..db import Database
+
+
+class InstallRow(msgspec.Struct, frozen=True):
+    id: str
+    plugin_key: str
+    version: str
+    job: dict[str, Any]
+    approval: dict[str, Any] | None
+    package_digest: str
+    manifest: dict[str, Any]
+    file_hashes: dict[str, str]
+    active: bool
+    last_run_id: str | None
+    created_at: float
+    updated_at: float
+
+
+def _install(r: sqlite3.Row) -> InstallRow:
+    return InstallRow(
+        r["id"],
+        r["plugin_key"],
+        r["version"],
+        json.loads(r["job"]),
+        json.loads(r["approval"]) if r["approval"] else None,
+        r["package_digest"],
+        json.loads(r["manifest"]),
+        json.loads(r["file_hashes"]),
+        bool(r["active"]),
+        r["last_run_id"],
+        r["created_at"],
+        r["updated_at"],
+    )
+
+
+async def create_install(
+    db: Database,
+    install_id: str,
+    *,
+    plugin_key: str,
+    version: str,
+    job: dict[str, Any],
+    package_digest: str,
+    manifest: dict[str, Any],
+    file_hashes: dict[str, str],
+) -> None:
+    now = time.time()
+    await db.execute(
+        """INSERT INTO plugin_installs (id, plugin_key, version, job, package_digest, manifest,
+             file_hashes, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        (
+            install_id,
+            plugin_key,
+            version,
+            json.dumps(job),
+            package_digest,
+            json.dumps(manifest),
+            json.dumps(file_hashes),
+            now,
+            now,
+        ),
+    )
+
+
+async def save_install(db: Database, install_id: str, job: dict[str, Any]) -> None:
+    """The job's new state; only the pipeline driver writes it."""
+    await db.execute(
+        "UPDATE plugin_installs SET job = ?, updated_at = ? WHERE id = ?",
+        (json.dumps(job), time.time(), install_id),
+    )
+
+
+async def set_install_approval(db: Database, install_id: str, approval: dict[str, Any]) -> None:
+    await db.execute(
+        "UPDATE plugin_installs SET approval = ?, updated_at = ? WHERE id = ?",
+        (json.dumps(approval), time.time(), install_id),
+    )
+
+
+async def set_install_test_run(db: Database, install_id: str, run_id: str) -> None:
+    await db.execute(
+        "UPDATE plugin_installs SET last_run_id = ?, updated_at = ? WHERE id = ?",
+        (run_id, time.time(), install_id),
+    )
+
+
+def get_install(db: Database, install_id: str) -> InstallRow | None:
+    r = db.read_one("SELECT * FROM plugin_installs WHERE id = ?", (install_id,))
+    return _install(r) if r else None
+
+
+def installs_of(db: Database, plugin_key: str) -> list[InstallRow]:
+    rows = db.read(
+        "SELECT * FROM plugin_installs WHERE plugin_key = ? ORDER BY created_at, rowid",
+        (plugin_key,),
+    )
+    return [_install(r) for r in rows]
+
+
+def all_installs(db: Database) -> list[InstallRow]:
+    return [_install(r) for r in db.read("SELECT * FROM plugin_installs ORDER BY created_at")]
+
+
+async def activate_install(db: Database, plugin_key: str, install_id: str) -> None:
+    """Make one install the plugin's active version, in one transaction."""
+
+    def swap(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE plugin_installs SET active = 0 WHERE plugin_key = ?", (plugin_key,))
+        conn.execute("UPDATE plugin_installs SET active = 1 WHERE id = ?", (install_id,))
+
+    await db.write(swap)
+
+
+class TestRunRow(msgspec.Struct, frozen=True):
+    id: str
+    plugin_key: str
+    version: str
+    started_at: float
+    finished_at: float | None
+    status: str
+    report: dict[str, Any]
+
+
+async def start_test_run(db: Database, run_id: str, plugin_key: str, version: str) -> None:
+    await db.execute(
+        """INSERT INTO plugin_test_runs (id, plugin_key, version, started_at, status)
+           VALUES (?, ?, ?, ?, 'running')""",
+        (run_id, plugin_key, version, time.time()),
+    )
+
+
+async def finish_test_run(db: Database, run_id: str, status: str, report: dict[str, Any]) -> None:
+    await db.execute(
+        "UPDATE plugin_test_runs SET finished_at = ?, status = ?, report = ? WHERE id = ?",
+        (time.time(), status, json.dumps(report), run_id),
+    )
+
+
+def _run(r: sqlite3.Row) -> TestRunRow:
+    return TestRunRow(
+        r["id"],
+        r["plugin_key"],
+        r["version"],
+        r["started_at"],
+        r["finished_at"],
+        r["status"],
+        json.loads(r["report"]),
+    )
+
+
+def test_runs(db: Database, plugin_key: str, limit: int = 50) -> list[TestRunRow]:
+    rows = db.read(
+        "SELECT * FROM plugin_test_runs WHERE plugin_key = ? ORDER BY started_at DESC LIMIT ?",
+        (plugin_key, limit),
+    )
+    return [_run(r) for r in rows]
+
+
+def test_run(db: Database, run_id: str) -> TestRunRow | None:
+    r = db.read_one("SELECT * FROM plugin_test_runs WHERE id = ?", (run_id,))
+    return _run(r) if r else None
+
+
+async def mark_interrupted_test_runs(db: Database) -> int:
+    """Runs left 'running' by a server that died: failed, with the reason."""
+    return await db.execute(
+        """UPDATE plugin_test_runs SET status = 'failed', finished_at = ?,
+             report = '{"ok": false, "error": "interrupted by a server restart"}'
+           WHERE status = 'running'""",
+        (time.time(),),
+    )

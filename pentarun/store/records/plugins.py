@@ -1,0 +1,231 @@
+"""Plugins: their records, lifecycle events, health checks, stored state and configuration."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import Any
+
+import msgspec
+
+from ..db import Database
+
+
+class PluginRow(msgspec.Struct, frozen=True):
+    key: str
+    name: str
+    version: str
+    state: str
+    reason: str
+    source_dir: str
+    manifest: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+class EventRow(msgspec.Struct, frozen=True):
+    id: int
+    plugin_key: str
+    at: float
+    type: str
+    state: str
+    reason: str
+    next_retry_at: float | None
+    detail: dict[str, Any]
+
+
+class HealthRow(msgspec.Struct, frozen=True):
+    checked_at: float
+    ok: bool
+    latency_ms: float | None
+    detail: dict[str, Any]
+
+
+def _plugin(row: sqlite3.Row) -> PluginRow:
+    return PluginRow(
+        row["key"],
+        row["name"],
+        row["version"],
+        row["state"],
+        row["reason"],
+        row["source_dir"],
+        json.loads(row["manifest"]),
+        row["created_at"],
+        row["updated_at"],
+    )
+
+
+async def upsert_plugin(
+    db: Database,
+    key: str,
+    *,
+    name: str,
+    version: str,
+    state: str,
+    reason: str = "",
+    source_dir: str = "",
+    manifest: dict[str, Any] | None = None,
+) -> None:
+    now = time.time()
+    await db.execute(
+        """INSERT INTO enhanced_plugins
+           (key, name, version, state, reason, source_dir, manifest, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (key) DO UPDATE SET name=excluded.name, version=excluded.version,
+             state=excluded.state, reason=excluded.reason, source_dir=excluded.source_dir,
+             manifest=excluded.manifest, updated_at=excluded.updated_at""",
+        (key, name, version, state, reason, source_dir, json.dumps(manifest or {}), now, now),
+    )
+
+
+def get_plugin(db: Database, key: str) -> PluginRow | None:
+    row = db.read_one("SELECT * FROM enhanced_plugins WHERE key = ?", (key,))
+    return _plugin(row) if row else None
+
+
+def list_plugins(db: Database) -> list[PluginRow]:
+    return [_plugin(r) for r in db.read("SELECT * FROM enhanced_plugins ORDER BY key")]
+
+
+def set_plugin_state(db: Database, key: str, state: str, reason: str) -> None:
+    db.defer(
+        "UPDATE enhanced_plugins SET state = ?, reason = ?, updated_at = ? WHERE key = ?",
+        (state, reason, time.time(), key),
+    )
+
+
+def record_event(
+    db: Database,
+    plugin_key: str,
+    type_: str,
+    *,
+    state: str = "",
+    reason: str = "",
+    next_retry_at: float | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    db.defer(
+        """INSERT INTO plugin_events (plugin_key, at, type, state, reason, next_retry_at, detail)
+           VALUES (?, ?, ?, ?, ?, ?, ?)""",
+        (plugin_key, time.time(), type_, state, reason, next_retry_at, json.dumps(detail or {})),
+    )
+    db.notify(
+        "event",
+        {
+            "type": type_,
+            "plugin": plugin_key,
+            "state": state,
+            "reason": reason,
+            "next_retry_at": next_retry_at,
+            "detail": detail or {},
+        },
+    )
+
+
+def list_events(db: Database, plugin_key: str, limit: int = 100) -> list[EventRow]:
+    rows = db.read(
+        "SELECT * FROM plugin_events WHERE plugin_key = ? ORDER BY id DESC LIMIT ?",
+        (plugin_key, limit),
+    )
+    return [
+        EventRow(
+            r["id"],
+            r["plugin_key"],
+            r["at"],
+            r["type"],
+            r["state"],
+            r["reason"],
+            r["next_retry_at"],
+            json.loads(r["detail"]),
+        )
+        for r in rows
+    ]
+
+
+def record_health(
+    db: Database, plugin_key: str, ok: bool, latency_ms: float | None, detail: dict[str, Any]
+) -> None:
+    db.defer(
+        """INSERT INTO plugin_health_checks (plugin_key, checked_at, ok, latency_ms, detail)
+           VALUES (?, ?, ?, ?, ?)""",
+        (plugin_key, time.time(), int(ok), latency_ms, json.dumps(detail, default=str)),
+    )
+
+
+def list_health(db: Database, plugin_key: str, limit: int = 100) -> list[HealthRow]:
+    rows = db.read(
+        """SELECT * FROM plugin_health_checks WHERE plugin_key = ?
+           ORDER BY checked_at DESC LIMIT ?""",
+        (plugin_key, limit),
+    )
+    return [
+        HealthRow(r["checked_at"], bool(r["ok"]), r["latency_ms"], json.loads(r["detail"]))
+        for r in rows
+    ]
+
+
+_state_encoder = msgspec.msgpack.Encoder()
+
+
+def state_get(db: Database, plugin_key: str, property_id: str, key: str) -> tuple[bool, Any]:
+    row = db.read_one(
+        "SELECT value FROM plugin_state WHERE plugin_key = ? AND property_id = ? AND key = ?",
+        (plugin_key, property_id, key),
+    )
+    return (True, msgspec.msgpack.decode(row["value"])) if row else (False, None)
+
+
+async def state_set(db: Database, plugin_key: str, property_id: str, key: str, value: Any) -> None:
+    await db.execute(
+        """INSERT INTO plugin_state (plugin_key, property_id, key, value, updated_at)
+           VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (plugin_key, property_id, key)
+           DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at""",
+        (plugin_key, property_id, key, _state_encoder.encode(value), time.time()),
+    )
+
+
+async def state_delete(db: Database, plugin_key: str, property_id: str, key: str) -> None:
+    await db.execute(
+        "DELETE FROM plugin_state WHERE plugin_key = ? AND property_id = ? AND key = ?",
+        (plugin_key, property_id, key),
+    )
+
+
+def state_keys(db: Database, plugin_key: str, property_id: str) -> list[str]:
+    rows = db.read(
+        "SELECT key FROM plugin_state WHERE plugin_key = ? AND property_id = ? ORDER BY key",
+        (plugin_key, property_id),
+    )
+    return [r["key"] for r in rows]
+
+
+async def delete_plugin(db: Database, plugin_key: str) -> None:
+    """Forget a plugin: its record, installs, assignments and stored state (history stays)."""
+
+    def forget(conn: sqlite3.Connection) -> None:
+        for table, column in (
+            ("plugin_installs", "plugin_key"),
+            ("plugin_state", "plugin_key"),
+            ("plugin_property_assignments", "plugin_key"),
+            ("plugin_configs", "plugin_key"),
+            ("enhanced_plugins", "key"),
+        ):
+            conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (plugin_key,))
+
+    await db.write(forget)
+
+
+def get_config(db: Database, plugin_key: str) -> dict[str, Any]:
+    row = db.read_one("SELECT config FROM plugin_configs WHERE plugin_key = ?", (plugin_key,))
+    return dict(json.loads(row["config"])) if row else {}
+
+
+async def set_config(db: Database, plugin_key: str, config: dict[str, Any]) -> None:
+    await db.execute(
+        """INSERT INTO plugin_configs (plugin_key, config, updated_at) VALUES (?, ?, ?)
+           ON CONFLICT (plugin_key) DO UPDATE SET config = excluded.config,
+             updated_at = excluded.updated_at""",
+        (plugin_key, json.dumps(config), time.time()),
+    )
