@@ -21,7 +21,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from ..ipc.messages import HttpReply, Reply
-from ..supervisor.actor import StreamReply
+from ..supervisor.streams import StreamReply
 
 DRAIN_S = 1.0
 BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}

@@ -44,7 +44,7 @@ from ..security import ha_keys
 from ..security.stream_tokens import StreamTokens
 from ..store import records
 from ..store.db import Database
-from ..supervisor.actor import StreamReply
+from ..supervisor.streams import StreamReply
 from ..supervisor.supervisor import Supervisor
 from .ratelimit import RateLimiter
 

@@ -34,9 +34,10 @@ from ..ipc.messages import CoreCall, HttpReply, Reply
 from ..security.tokens import PluginTokens
 from ..store import records
 from ..store.db import Database, open_database
-from ..supervisor.actor import StreamReply, WorkerActor
+from ..supervisor.actor import WorkerActor
 from ..supervisor.policy import Phase
 from ..supervisor.process import WorkerSpec
+from ..supervisor.streams import StreamReply
 from ..supervisor.supervisor import Supervisor
 from .manifest import Manifest
 from .testplan import Case, TestPlan

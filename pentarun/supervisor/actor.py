@@ -19,7 +19,7 @@ import logging
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +58,6 @@ from ..ipc.messages import (
     Reply,
     Stop,
     StreamChunk,
-    StreamCredit,
     StreamEnd,
     StreamStart,
     TokenRefresh,
@@ -70,43 +69,11 @@ from . import policy
 from .policy import Phase
 from .process import Spawned, WorkerSpec, kill_now, read_lines, spawn, terminate
 from .stats import CallStats, process_usage
+from .streams import StreamReply
 
 log = logging.getLogger(__name__)
 
 EVENT_BACKLOG = 100  # events a worker may have unacknowledged before new ones are dropped
-
-
-class StreamReply:
-    """A streamed answer: `start` has status and headers; iterate `chunks()`; `close()` ends it.
-
-    Each chunk taken grants the worker credit for one more, so a slow client slows the worker.
-    """
-
-    def __init__(
-        self,
-        start: StreamStart,
-        chunks: trio.MemoryReceiveChannel[bytes | StreamEnd],
-        send: Callable[[object], bool],
-    ) -> None:
-        self.start = start
-        self._chunks = chunks
-        self._send = send
-        self._closed = False
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        async for item in self._chunks:
-            if isinstance(item, StreamEnd):
-                self._closed = True
-                return
-            self._send(StreamCredit(self.start.id, 1))
-            yield item
-
-    def close(self) -> None:
-        """The client went away (or the stream ended): stop the worker's side."""
-        if not self._closed:
-            self._closed = True
-            self._send(Cancel(self.start.id))
-        self._chunks.close()
 
 
 @dataclass
