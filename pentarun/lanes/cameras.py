@@ -57,8 +57,12 @@ async def cameras_get(r: CoreRequest) -> dict[str, Any]:
 
 
 async def cameras_snapshot(r: CoreRequest) -> bytes:
+    """A frame, passed through the property's `snapshot.annotate` hooks."""
     row = _camera(r)
-    return await trio.to_thread.run_sync(render_frame, row.name)
+    jpeg = await trio.to_thread.run_sync(render_frame, row.name)
+    annotated = await r.hooks("snapshot.annotate", {"camera": row.id, "jpeg": jpeg})
+    result = annotated.get("jpeg")
+    return result if isinstance(result, bytes) and result[:2] == b"\xff\xd8" else jpeg
 
 
 async def streams_token(r: CoreRequest) -> dict[str, Any]:

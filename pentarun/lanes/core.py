@@ -9,6 +9,7 @@ Only then does the call run, confined to that one plugin and property.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -26,12 +27,21 @@ MAX_STATE_KEY = 256
 MAX_STATE_VALUE = 64 * 1024
 
 
+HookRunner = Callable[[str, str, dict[str, Any], str], Awaitable[dict[str, Any]]]
+
+
+async def _no_hooks(name: str, prop: str, payload: dict[str, Any], caller: str) -> dict[str, Any]:
+    return payload
+
+
 class CoreApi:
     def __init__(self, db: Database, tokens: PluginTokens, streams: StreamTokens) -> None:
         self.db = db
         self.tokens = tokens
         self.streams = streams
         self._calls: dict[str, tuple[str | None, CoreFn]] = {}
+        # (hook name, property, payload, calling plugin) -> payload; the supervisor sets it
+        self.hook_runner: HookRunner = _no_hooks
         for name, fn in _STORE_CALLS.items():
             self.register(name, None, fn)
         self.register("properties.get", "properties:read", _property_get)
@@ -67,7 +77,13 @@ class CoreApi:
                 detail={"call": call.name, "code": exc.error_code, "message": exc.message},
             )
             raise
-        return await fn(CoreRequest(plugin_key, call.property, call.params, self.db, self.streams))
+
+        async def hooks(name: str, payload: dict[str, Any]) -> dict[str, Any]:
+            return await self.hook_runner(name, call.property, payload, plugin_key)
+
+        return await fn(
+            CoreRequest(plugin_key, call.property, call.params, self.db, self.streams, hooks)
+        )
 
 
 def _key(request: CoreRequest) -> str:

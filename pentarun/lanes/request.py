@@ -17,6 +17,8 @@ class CoreRequest:
     params: dict[str, Any]
     db: Database
     streams: StreamTokens
+    # runs a hook for this request's property: (name, payload) -> payload
+    hooks: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 CoreFn = Callable[[CoreRequest], Awaitable[Any]]

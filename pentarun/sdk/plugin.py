@@ -110,6 +110,11 @@ class Plugin:
 
         return register
 
+    def hook(self, name: str) -> Callable[[F], F]:
+        """`@plugin.hook("snapshot.annotate")`: `async def f(ctx, payload) -> dict | None`; the
+        dict's fields replace the payload's. Declare the hook in the manifest's `hooks`."""
+        return self.handler(f"hook:{name}")
+
     def on_config(self, fn: Lifecycle) -> Lifecycle:
         """Called when the operator changes the configuration; `ctx.config` is the new one."""
         self._on_config.append(fn)

@@ -17,6 +17,7 @@ from ..config import SupervisorConfig
 from ..ipc.messages import CoreCall
 from ..lanes.core import CoreApi
 from ..lanes.events import EventLane
+from ..lanes.hooks import HookLane
 from ..security.stream_tokens import StreamTokens
 from ..security.tokens import PluginTokens
 from ..store import records
@@ -60,6 +61,8 @@ class Supervisor:
         self.tokens = tokens
         self.core_api = CoreApi(db, tokens, streams or StreamTokens(secrets.token_bytes(32)))
         self.events = EventLane(db, self)
+        self.hooks = HookLane(db, self)
+        self.core_api.hook_runner = self.hooks.run
         self.core_api.register("events.publish", "events:publish", self.events.core_publish)
         self.actors: dict[str, WorkerActor] = {}
         self._scopes: dict[str, trio.CancelScope] = {}

@@ -38,11 +38,14 @@ class Harness:
         self,
         key: str,
         mode: str = "",
+        *,
         properties: tuple[str, ...] = ("p1",),
         plugin: str = "probe",
         memory_limit_mb: int | None = None,
+        manifest: dict | None = None,
     ) -> WorkerActor:
         definition = json.loads((PLUGINS / plugin / "definition.json").read_text())
+        definition.update(manifest or {})
         await records.upsert_plugin(
             self.db, key, name=key, version="1.0.0", state="ENABLED", manifest=definition
         )

@@ -343,3 +343,27 @@ async def test_a_worker_over_its_memory_limit_is_killed_as_a_crash(tmp_path):
         assert hog.pid != first_pid
         await neighbour.wait_for(Phase.RUNNING)
         assert (await neighbour.call("echo", "p1", {})).value["property"] == "p1"
+
+
+def hook(priority: int) -> dict:
+    return {"hooks": {"snapshot.annotate": {"priority": priority, "timeout_ms": 2000}}}
+
+
+async def test_hooks_run_in_priority_order_and_a_failing_one_is_skipped(tmp_path):
+    async with harness(tmp_path) as h:
+        low = await h.start("low", mode="hook_low", manifest=hook(1))
+        await records.create_camera(h.db, "p1", "front", name="Front", source={"kind": "demo"})
+        high = await h.start("high", mode="hook_high", manifest=hook(50))
+        broken = await h.start("broken", mode="hook_fail", manifest=hook(99))
+        other = await h.start("other", mode="hook_other", manifest=hook(70), properties=("p2",))
+        viewer = await h.start("viewer", manifest=hook(10))  # joins, but never for its own calls
+        for actor in (low, high, broken, other, viewer):
+            await actor.wait_for(Phase.RUNNING)
+        reply = await viewer.call("snapshot", "p1", {"camera": "front"})
+        jpeg = reply.body
+        assert jpeg[:2] == b"\xff\xd8"
+        assert jpeg.index(b"hook_low") < jpeg.index(b"hook_high")  # high ran first, low after
+        assert b"hook_other" not in jpeg  # serves another property
+        await h.db.flush()
+        failed = [e for e in records.list_events(h.db, "broken") if e.type == "hook_failed"]
+        assert failed and "snapshot.annotate" in failed[0].reason

@@ -83,6 +83,24 @@ async def garbage(ctx: Context, params: dict) -> dict:
     return {}
 
 
+@plugin.hook("snapshot.annotate")
+async def annotate(ctx: Context, payload: dict) -> dict | None:
+    if MODE == "hook_fail":
+        raise RuntimeError("annotator broke")
+    if not MODE.startswith("hook_"):
+        return None
+    text = MODE.encode()  # a JPEG comment segment right after the start-of-image marker
+    jpeg = payload["jpeg"]
+    return {"jpeg": jpeg[:2] + b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text + jpeg[2:]}
+
+
+@plugin.handler("snapshot")
+async def snapshot(ctx: Context, params: dict) -> Response:
+    return Response(
+        200, await ctx.core.call("cameras.snapshot", camera=params["camera"]), {}, "image/jpeg"
+    )
+
+
 HOARD = []
 
 

@@ -1,0 +1,70 @@
+"""Hooks: named extension points (`snapshot.annotate`, ...) that plugins can join.
+
+`run(name, property, payload)` calls, for every running plugin serving the property whose
+manifest declares the hook, its `hook:<name>` handler in priority order (higher first), each
+within the manifest's `timeout_ms`. A handler returns a dict of fields to replace in the
+payload, or nothing; one that fails or is too slow is skipped and recorded, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..errors import PentarunError
+from ..ipc.messages import Reply
+from ..store import records
+from ..store.db import Database
+
+if TYPE_CHECKING:
+    from ..supervisor.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+PREFIX = "hook:"
+
+
+class HookLane:
+    def __init__(self, db: Database, supervisor: Supervisor) -> None:
+        self.db = db
+        self.supervisor = supervisor
+
+    def _joined(self, name: str, property_id: str, exclude: str) -> list[tuple[int, str, float]]:
+        """(priority, plugin key, timeout in s) of the plugins that join this hook here."""
+        joined = []
+        for key, actor in self.supervisor.actors.items():
+            if key == exclude or not actor.serves(property_id):
+                continue
+            row = records.get_plugin(self.db, key)
+            hooks = row.manifest.get("hooks", {}) if row else {}
+            hook = hooks.get(name) if isinstance(hooks, dict) else None
+            if isinstance(hook, dict):
+                timeout_s = float(hook.get("timeout_ms", 1000)) / 1000
+                joined.append((int(hook.get("priority", 0)), key, timeout_s))
+        return sorted(joined, key=lambda j: (-j[0], j[1]))
+
+    async def run(
+        self, name: str, property_id: str, payload: dict[str, Any], exclude: str = ""
+    ) -> dict[str, Any]:
+        """The payload after every joined plugin but `exclude` (the one asking) had its turn."""
+        for _, key, timeout_s in self._joined(name, property_id, exclude):
+            actor = self.supervisor.actors.get(key)
+            if actor is None:
+                continue
+            try:
+                reply = await actor.call(PREFIX + name, property_id, payload, timeout_s)
+            except PentarunError as exc:
+                records.record_event(
+                    self.db, key, "hook_failed", reason=f"{name}: {exc.error_code}: {exc.message}"
+                )
+                continue
+            if isinstance(reply, Reply) and isinstance(reply.value, dict):
+                payload = {**payload, **reply.value}
+            elif isinstance(reply, Reply) and reply.value is not None:
+                records.record_event(
+                    self.db,
+                    key,
+                    "hook_failed",
+                    reason=f"{name}: answered {type(reply.value).__name__}, not a dict",
+                )
+        return payload
