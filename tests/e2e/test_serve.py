@@ -14,6 +14,14 @@ from .conftest import PLUGINS
 from .server import Server, wait_worker
 
 
+async def probe_serving(client, *properties: str) -> dict:
+    """Create the properties, assign the probe plugin to them, wait for its worker."""
+    for pid in properties:
+        await client.post("/api/properties", json={"id": pid, "name": pid})
+        await client.put(f"/api/plugins/probe/properties/{pid}")
+    return await wait_worker(client, "probe")
+
+
 @pytest.fixture
 def data_dir(tmp_path):
     return tmp_path / "var"
@@ -76,9 +84,7 @@ async def test_state_and_token_survive_a_restart(data_dir):
     server = await Server(data_dir, "--plugin-dir", str(PLUGINS / "probe")).started()
     try:
         async with server.client() as client:
-            await client.post("/api/properties", json={"id": "p1", "name": "One"})
-            await client.put("/api/plugins/probe/properties/p1")
-            await wait_worker(client, "probe")
+            await probe_serving(client, "p1")
             call = {"handler": "store.roundtrip", "property": "p1", "params": {"set": "kept"}}
             assert (await client.post("/api/plugins/probe/call", json=call)).status_code == 200
     finally:
@@ -215,9 +221,7 @@ async def test_config_is_validated_stored_pushed_live_and_survives_restarts(data
     server = await Server(data_dir, "--plugin-dir", str(PLUGINS / "probe")).started()
     try:
         async with server.client() as client:
-            await client.post("/api/properties", json={"id": "p1", "name": "One"})
-            await client.put("/api/plugins/probe/properties/p1")
-            await wait_worker(client, "probe")
+            await probe_serving(client, "p1")
             current = (await client.get("/api/plugins/probe/config")).json()
             assert current["config"] == {} and current["schema"]["additionalProperties"] is False
             refused = await client.put("/api/plugins/probe/config", json={"fps": 0, "colour": 1})
@@ -255,10 +259,8 @@ async def test_platform_events_over_the_admin_api(data_dir):
     server = await Server(data_dir, "--plugin-dir", str(PLUGINS / "probe")).started()
     try:
         async with server.client() as client:
-            for pid in ("p1", "p2"):
-                await client.post("/api/properties", json={"id": pid, "name": pid})
-            await client.put("/api/plugins/probe/properties/p1")
-            await wait_worker(client, "probe")
+            await probe_serving(client, "p1")
+            await client.post("/api/properties", json={"id": "p2", "name": "p2"})
             event = {"type": "camera.motion", "property": "p1", "data": {"camera": "front"}}
             published = await client.post("/api/events", json=event)
             assert published.status_code == 202 and published.json()["delivered"] == 1
