@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import trio
+from _serve import start_server
 
 from pentarun.packages.builder import pack, read_tree
 
@@ -95,31 +96,10 @@ async def load(
 
 def start_pentarun(tmp: Path) -> tuple[subprocess.Popen[bytes], str, str, bytes]:
     data_dir = tmp / "var"
-    env = {**os.environ, "PENTARUN_LISTENERS__HOMEASSISTANT": "127.0.0.1:0"}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pentarun",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--admin-bind",
-            "127.0.0.1:0",
-            "--log-level",
-            "WARNING",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    server, admin_url, token = start_server(
+        data_dir, {"PENTARUN_LISTENERS__HOMEASSISTANT": "127.0.0.1:0"}
     )
     run_file = data_dir / "run.json"
-    while not run_file.exists():
-        if server.poll() is not None:
-            raise SystemExit("pentarun did not start")
-        time.sleep(0.05)
-    admin_url = json.loads(run_file.read_text())["admin_url"]
-    token = (data_dir / "admin.token").read_text().strip()
     files = read_tree(HA)
     definition = json.loads(files["definition.json"])
     definition["listener"]["rate_limit"] = {"requests": 1_000_000, "window_s": 60}

@@ -15,7 +15,6 @@ import io
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import trio
+from _serve import start_server
 
 from pentarun import __version__
 from pentarun.config import SupervisorConfig
@@ -87,30 +87,8 @@ async def worker_start(rounds: int) -> float:
 def upload_to_verified(rounds: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "var"
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pentarun",
-                "serve",
-                "--data-dir",
-                str(data_dir),
-                "--admin-bind",
-                "127.0.0.1:0",
-                "--log-level",
-                "WARNING",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server, url, token = start_server(data_dir)
         try:
-            run_file = data_dir / "run.json"
-            while not run_file.exists():
-                if server.poll() is not None:
-                    raise SystemExit(f"the server exited with code {server.returncode}")
-                time.sleep(0.05)
-            url = json.loads(run_file.read_text())["admin_url"]
-            token = (data_dir / "admin.token").read_text().strip()
             samples = []
             with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
                 for i in range(rounds):

@@ -170,6 +170,10 @@ def create_admin_app(services: Services) -> QuartTrio:
     db, registry, supervisor = services.db, services.registry, services.supervisor
     installs = services.installs
 
+    def plugin_view(key: str) -> dict[str, Any]:
+        """What the detail route shows: the plugin, its worker, and its install jobs."""
+        return {**registry.detail(key), **installs.describe(key)}
+
     def operator(permission: str) -> Callable[[Handler], Handler]:
         """Require an operator token whose role has `permission`; the route gets it as `op`.
 
@@ -263,14 +267,13 @@ def create_admin_app(services: Services) -> QuartTrio:
     @app.get("/api/plugins/<key>")
     @operator(READ)
     async def plugin_detail(op: records.OperatorRow, key: str) -> Response:
-        return json_response({**registry.detail(key), **installs.describe(key)})
+        return json_response(plugin_view(key))
 
     @app.post("/api/plugins")
     @operator(MANAGE_PLUGINS)
     async def upload(op: records.OperatorRow) -> Response:
         row = await installs.upload(await package_bytes(), f"operator:{op.name}")
-        detail = {**registry.detail(row.plugin_key), **installs.describe(row.plugin_key)}
-        return json_response(detail, 202)
+        return json_response(plugin_view(row.plugin_key), 202)
 
     @app.post("/api/plugins/<key>/approve")
     @operator(MANAGE_PLUGINS)
@@ -311,7 +314,7 @@ def create_admin_app(services: Services) -> QuartTrio:
         body = await parse_body(PropertiesRequest)
         _require_each(op, body.properties)
         await installs.enable(key, body.properties, f"operator:{op.name}")
-        return json_response({**registry.detail(key), **installs.describe(key)})
+        return json_response(plugin_view(key))
 
     @app.post("/api/plugins/<key>/disable")
     @operator(ASSIGN)
@@ -319,7 +322,7 @@ def create_admin_app(services: Services) -> QuartTrio:
         body = await parse_body(PropertiesRequest)
         _require_each(op, body.properties)
         await installs.disable(key, body.properties, f"operator:{op.name}")
-        return json_response({**registry.detail(key), **installs.describe(key)})
+        return json_response(plugin_view(key))
 
     @app.post("/api/plugins/<key>/quarantine")
     @operator(MANAGE_PLUGINS)
@@ -327,13 +330,13 @@ def create_admin_app(services: Services) -> QuartTrio:
         body = await parse_body(ReasonRequest)
         reason = body.reason or f"quarantined by operator {op.name}"
         await installs.quarantine(key, reason, f"operator:{op.name}")
-        return json_response({**registry.detail(key), **installs.describe(key)})
+        return json_response(plugin_view(key))
 
     @app.post("/api/plugins/<key>/release")
     @operator(MANAGE_PLUGINS)
     async def release(op: records.OperatorRow, key: str) -> Response:
         await installs.release(key, f"operator:{op.name}")
-        return json_response({**registry.detail(key), **installs.describe(key)}, 202)
+        return json_response(plugin_view(key), 202)
 
     @app.delete("/api/plugins/<key>")
     @operator(MANAGE_PLUGINS)
