@@ -71,7 +71,9 @@ async def worker_start(rounds: int) -> float:
             supervisor = Supervisor(SupervisorConfig(), db, PluginTokens())
             await nursery.start(supervisor.run)
             await records.upsert_plugin(db, "hello", name="hello", version="1", state="ENABLED")
-            actor = await supervisor.add(WorkerSpec("hello", HELLO), ["properties:read"])
+            actor = await supervisor.add(
+                WorkerSpec("hello", HELLO), {"scopes": ["properties:read"]}
+            )
             samples = []
             for _ in range(rounds):
                 start = time.perf_counter()

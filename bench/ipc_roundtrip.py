@@ -108,7 +108,7 @@ async def actor_bench(count: int, in_flight: int) -> tuple[list[float], float]:
             await records.upsert_plugin(db, "bench", name="bench", version="1", state="ENABLED")
             await records.create_property(db, "p1", "p1")
             await records.assign_property(db, "bench", "p1")
-            actor = await supervisor.add(WorkerSpec("bench", PLUGIN), [])
+            actor = await supervisor.add(WorkerSpec("bench", PLUGIN), {})
             actor.start()
             with trio.fail_after(20):
                 await actor.wait_for(Phase.RUNNING)

@@ -70,7 +70,7 @@ class Registry:
         )
         limit = definition.resources.get("memory_limit")
         spec = WorkerSpec(definition.key, root, memory_limit_mb=int(limit) if limit else None)
-        actor = await self.supervisor.add(spec, definition.scopes)
+        actor = await self.supervisor.add(spec, manifest)
         actor.start()
         return actor
 

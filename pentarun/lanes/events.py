@@ -15,8 +15,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, Forbidden
-from ..store import records
-from ..store.db import Database
 from .request import CoreRequest
 
 if TYPE_CHECKING:
@@ -27,14 +25,13 @@ MAX_DATA = 64 * 1024
 
 
 class EventLane:
-    def __init__(self, db: Database, supervisor: Supervisor) -> None:
-        self.db = db
+    def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
         self.on_published: Callable[[dict[str, Any]], None] = lambda event: None
 
     def _declared(self, key: str, direction: str) -> list[str]:
-        row = records.get_plugin(self.db, key)
-        events = row.manifest.get("events", {}) if row else {}
+        actor = self.supervisor.actors.get(key)
+        events = actor.manifest.get("events", {}) if actor else {}
         return list(events.get(direction, [])) if isinstance(events, dict) else []
 
     def publish(self, event_type: str, property_id: str, data: dict[str, Any], source: str) -> int:

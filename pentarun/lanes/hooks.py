@@ -35,8 +35,7 @@ class HookLane:
         for key, actor in self.supervisor.actors.items():
             if key == exclude or not actor.serves(property_id):
                 continue
-            row = records.get_plugin(self.db, key)
-            hooks = row.manifest.get("hooks", {}) if row else {}
+            hooks = actor.manifest.get("hooks", {})
             hook = hooks.get(name) if isinstance(hooks, dict) else None
             if isinstance(hook, dict):
                 timeout_s = float(hook.get("timeout_ms", 1000)) / 1000

@@ -123,7 +123,7 @@ async def _harness(
             for pid, camera, name in FIXTURE_CAMERAS:
                 await records.create_camera(db, pid, camera, name=name, source={"kind": "demo"})
             await records.assign_property(db, manifest.key, HOME)
-            actor = await supervisor.add(spec, list(manifest.scopes))
+            actor = await supervisor.add(spec, msgspec.to_builtins(manifest))
             try:
                 yield _Harness(db, supervisor, actor, manifest, plan, config.call_timeout_s, burst)
             finally:

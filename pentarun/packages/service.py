@@ -404,7 +404,7 @@ class Installs:
                 spec = installer.worker_spec(
                     key, self.layout.tree(key, row.id), resources.get("memory_limit", 256)
                 )
-                actor = await self.supervisor.replace(spec, list(row.manifest.get("scopes", [])))
+                actor = await self.supervisor.replace(spec, row.manifest)
                 if actor.phase is Phase.QUARANTINED:
                     actor.release()
                 actor.start()

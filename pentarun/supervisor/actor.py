@@ -143,13 +143,13 @@ class WorkerActor:
         spec: WorkerSpec,
         config: SupervisorConfig,
         hooks: Hooks,
-        scopes: list[str] | None = None,
+        manifest: dict[str, Any] | None = None,
     ) -> None:
         self.key = spec.key
         self.spec = spec
         self.config = config
         self.hooks = hooks
-        self.scopes = scopes or []
+        self.manifest = manifest or {}
         self.policy = policy.Policy(config)
         self.state = policy.State()
         self.logs: collections.deque[LogLine] = collections.deque(maxlen=config.log_lines_kept)

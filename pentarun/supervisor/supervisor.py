@@ -60,7 +60,7 @@ class Supervisor:
         self.db = db
         self.tokens = tokens
         self.core_api = CoreApi(db, tokens, streams or StreamTokens(secrets.token_bytes(32)))
-        self.events = EventLane(db, self)
+        self.events = EventLane(self)
         self.hooks = HookLane(db, self)
         self.core_api.hook_runner = self.hooks.run
         self.core_api.register("events.publish", "events:publish", self.events.core_publish)
@@ -79,23 +79,25 @@ class Supervisor:
     def _mark_quarantined(self, key: str, rule: str, reason: str) -> None:
         records.set_plugin_state(self.db, key, "QUARANTINED", reason)
 
-    async def add(self, spec: WorkerSpec, scopes: list[str]) -> WorkerActor:
-        """Create the plugin's actor (not yet started)."""
+    async def add(self, spec: WorkerSpec, manifest: dict[str, Any]) -> WorkerActor:
+        """Create the plugin's actor (not yet started); its scopes, events and hooks come from
+        `manifest` (definition.json as a dict)."""
         assert self._nursery is not None, "supervisor is not running"
         if spec.key in self.actors:
             raise ValueError(f"plugin {spec.key!r} already has an actor")
-        actor = WorkerActor(spec, self.config, self._hooks(spec.key, scopes), scopes)
+        scopes = list(manifest.get("scopes", []))
+        actor = WorkerActor(spec, self.config, self._hooks(spec.key, scopes), manifest)
         self.actors[spec.key] = actor
         self._scopes[spec.key] = await self._nursery.start(self._run_actor, actor)
         return actor
 
-    async def replace(self, spec: WorkerSpec, scopes: list[str]) -> WorkerActor:
+    async def replace(self, spec: WorkerSpec, manifest: dict[str, Any]) -> WorkerActor:
         """The plugin's actor for this spec: kept if it already runs this tree, else new."""
         current = self.actors.get(spec.key)
-        if current is not None and current.spec == spec and current.scopes == scopes:
+        if current is not None and current.spec == spec and current.manifest == manifest:
             return current
         await self.remove(spec.key)
-        return await self.add(spec, scopes)
+        return await self.add(spec, manifest)
 
     async def remove(self, key: str, reason: str = "plugin replaced") -> None:
         """Stop the plugin's worker gracefully and drop its actor."""

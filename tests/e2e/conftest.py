@@ -56,7 +56,7 @@ class Harness:
         spec = WorkerSpec(
             key, PLUGINS / plugin, env={"PROBE_MODE": mode}, memory_limit_mb=memory_limit_mb
         )
-        actor = await self.supervisor.add(spec, definition.get("scopes", []))
+        actor = await self.supervisor.add(spec, definition)
         actor.start()
         return actor
 
