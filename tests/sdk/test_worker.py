@@ -2,6 +2,8 @@
 
 import logging
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import trio
 
@@ -113,14 +115,20 @@ class FakeCore:
                     return message
 
 
-async def test_worker_protocol_end_to_end():
+@asynccontextmanager
+async def connected_worker() -> AsyncIterator[FakeCore]:
+    """The test plugin's worker in-process, past its handshake, facing a FakeCore."""
     core_sock, worker_sock = socket.socketpair()
     core = FakeCore(trio.SocketStream(trio.socket.from_stdlib_socket(core_sock)))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(core.channel.run, core.on_message)
         nursery.start_soon(_Worker(plugin, 1 << 20).serve, worker_sock)
         await core.next(Ready)
+        yield core
 
+
+async def test_worker_protocol_end_to_end():
+    async with connected_worker() as core:
         core.channel.send(Call(1, "store", "p1", {"v": [1]}))
         assert await core.next(Reply) == Reply(1, {"got": [1], "property": "p1"})
         core.channel.send(Call(2, "raw", "p1"))
@@ -159,12 +167,7 @@ async def endless(ctx: Context, params: dict) -> Stream:
 
 
 async def test_streams_respect_credit_and_end_on_cancel():
-    core_sock, worker_sock = socket.socketpair()
-    core = FakeCore(trio.SocketStream(trio.socket.from_stdlib_socket(core_sock)))
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(core.channel.run, core.on_message)
-        nursery.start_soon(_Worker(plugin, 1 << 20).serve, worker_sock)
-        await core.next(Ready)
+    async with connected_worker() as core:
         core.channel.send(Call(1, "endless", "p1", deadline_ms=50))
         start = await core.next(StreamStart)
         assert (start.status, start.content_type, start.headers) == (
