@@ -94,12 +94,12 @@ class Registry:
         self._refresh(key)
 
     def _refresh(self, key: str) -> None:
-        actor = self.supervisor.actors.get(key)
+        actor = self.supervisor.directory.get(key)
         if actor is not None:
             actor.refresh_token()
 
     def summary(self, row: records.PluginRow) -> dict[str, Any]:
-        actor = self.supervisor.actors.get(row.key)
+        actor = self.supervisor.directory.get(row.key)
         return {
             "key": row.key,
             "name": row.name,
@@ -111,7 +111,7 @@ class Registry:
 
     def detail(self, key: str) -> dict[str, Any]:
         row = self.plugin(key)
-        actor = self.supervisor.actors.get(key)
+        actor = self.supervisor.directory.get(key)
         worker: dict[str, Any] | None = None
         if actor is not None:
             s = actor.state

@@ -350,7 +350,7 @@ def create_admin_app(services: Services) -> QuartTrio:
         body = await parse_body(CallRequest)
         require(op, CALL, body.property)
         plugin = registry.plugin(key)
-        actor = supervisor.actors.get(key)
+        actor = supervisor.directory.get(key)
         if actor is None:
             raise WorkerUnavailable(
                 f"plugin {key!r} is {plugin.state} and has no worker"
@@ -421,7 +421,7 @@ def create_admin_app(services: Services) -> QuartTrio:
                 {"problems": problems},
             )
         await records.set_config(db, key, config)
-        actor = supervisor.actors.get(key)
+        actor = supervisor.directory.get(key)
         if actor is not None:
             actor.push_config(config)
         records.audit(
@@ -449,7 +449,7 @@ def create_admin_app(services: Services) -> QuartTrio:
     @operator(READ)
     async def plugin_logs(op: records.OperatorRow, key: str) -> Response:
         registry.plugin(key)
-        actor = supervisor.actors.get(key)
+        actor = supervisor.directory.get(key)
         return json_response({"lines": list(actor.logs) if actor else []})
 
     @app.post("/api/events")

@@ -218,7 +218,7 @@ def create_listener_app(
             return
         host = headers.get("host") or "{}:{}".format(*scope["server"])
         try:
-            actor = supervisor.actors.get(key)
+            actor = supervisor.directory.get(key)
             if actor is None:
                 raise WorkerUnavailable(f"plugin {key!r} is not running")
             try:

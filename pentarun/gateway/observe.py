@@ -19,7 +19,8 @@ def bench(services: Services) -> list[dict[str, Any]]:
     now = trio.current_time()
     window = services.config.bench.window_s
     out = []
-    for key, actor in sorted(services.supervisor.actors.items()):
+    for actor in services.supervisor.directory:
+        key = actor.key
         row = records.get_plugin(services.db, key)
         summary = actor.stats.summary(now, window)
         error_rate = summary["error_rate"] or 0.0

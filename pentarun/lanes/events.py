@@ -30,7 +30,7 @@ class EventLane:
         self.on_published: Callable[[dict[str, Any]], None] = lambda event: None
 
     def _declared(self, key: str, direction: str) -> list[str]:
-        actor = self.supervisor.actors.get(key)
+        actor = self.supervisor.directory.get(key)
         events = actor.manifest.get("events", {}) if actor else {}
         return list(events.get(direction, [])) if isinstance(events, dict) else []
 
@@ -39,8 +39,9 @@ class EventLane:
         if not EVENT_TYPE.match(event_type):
             raise BadRequest("event types look like 'camera.motion'", {"type": event_type})
         delivered = 0
-        for key, actor in list(self.supervisor.actors.items()):
-            if source == f"plugin:{key}" or not actor.serves(property_id):
+        for actor in self.supervisor.directory.serving(property_id):
+            key = actor.key
+            if source == f"plugin:{key}":
                 continue
             if event_type in self._declared(key, "subscribe"):
                 delivered += actor.deliver(event_type, property_id, data)

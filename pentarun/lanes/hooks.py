@@ -32,8 +32,9 @@ class HookLane:
     def _joined(self, name: str, property_id: str, exclude: str) -> list[tuple[int, str, float]]:
         """(priority, plugin key, timeout in s) of the plugins that join this hook here."""
         joined = []
-        for key, actor in self.supervisor.actors.items():
-            if key == exclude or not actor.serves(property_id):
+        for actor in self.supervisor.directory.serving(property_id):
+            key = actor.key
+            if key == exclude:
                 continue
             hooks = actor.manifest.get("hooks", {})
             hook = hooks.get(name) if isinstance(hooks, dict) else None
@@ -47,7 +48,7 @@ class HookLane:
     ) -> dict[str, Any]:
         """The payload after every joined plugin but `exclude` (the one asking) had its turn."""
         for _, key, timeout_s in self._joined(name, property_id, exclude):
-            actor = self.supervisor.actors.get(key)
+            actor = self.supervisor.directory.get(key)
             if actor is None:
                 continue
             try:

@@ -260,7 +260,7 @@ class Installs:
         for pid in properties:
             await records.assign_property(self.db, key, pid)
         await self._drive(row.id, Enable())
-        actor = self.supervisor.actors.get(key)
+        actor = self.supervisor.directory.get(key)
         if actor is not None:
             actor.refresh_token()
         records.audit(
@@ -272,7 +272,7 @@ class Installs:
         if properties:
             for pid in properties:
                 await records.unassign_property(self.db, key, pid)
-            actor = self.supervisor.actors.get(key)
+            actor = self.supervisor.directory.get(key)
             if actor is not None:
                 actor.refresh_token()
         else:
@@ -284,7 +284,7 @@ class Installs:
 
     async def quarantine(self, key: str, reason: str, operator: str) -> None:
         row = self._target(key)
-        actor = self.supervisor.actors.get(key)
+        actor = self.supervisor.directory.get(key)
         if actor is not None and actor.phase is not Phase.QUARANTINED:
             actor.quarantine(
                 reason
@@ -410,7 +410,7 @@ class Installs:
                 actor.start()
                 await self.on_enabled(key, msgspec.convert(row.manifest, Manifest))
             case StopWorker():
-                running = self.supervisor.actors.get(key)
+                running = self.supervisor.directory.get(key)
                 if running is not None:
                     running.stop("disabled")
                 await self.on_disabled(key)
@@ -424,7 +424,7 @@ class Installs:
         key = row.plugin_key
         previous = next((r for r in records.installs_of(self.db, key) if r.active), None)
         await records.activate_install(self.db, key, row.id)
-        actor = self.supervisor.actors.get(key)
+        actor = self.supervisor.directory.get(key)
         if previous is not None and previous.id != row.id:
             superseded = msgspec.structs.replace(
                 _job(previous),

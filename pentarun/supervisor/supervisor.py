@@ -23,6 +23,7 @@ from ..security.tokens import PluginTokens
 from ..store import records
 from ..store.db import Database
 from .actor import Hooks, WorkerActor
+from .directory import Directory
 from .policy import Phase
 from .process import WorkerSpec
 
@@ -64,7 +65,7 @@ class Supervisor:
         self.hooks = HookLane(db, self)
         self.core_api.hook_runner = self.hooks.run
         self.core_api.register("events.publish", "events:publish", self.events.core_publish)
-        self.actors: dict[str, WorkerActor] = {}
+        self.directory = Directory()
         self._scopes: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
         # told when the policy quarantines a plugin: (key, rule, reason)
@@ -83,17 +84,15 @@ class Supervisor:
         """Create the plugin's actor (not yet started); its scopes, events and hooks come from
         `manifest` (definition.json as a dict)."""
         assert self._nursery is not None, "supervisor is not running"
-        if spec.key in self.actors:
-            raise ValueError(f"plugin {spec.key!r} already has an actor")
         scopes = list(manifest.get("scopes", []))
         actor = WorkerActor(spec, self.config, self._hooks(spec.key, scopes), manifest)
-        self.actors[spec.key] = actor
+        self.directory.add(actor)
         self._scopes[spec.key] = await self._nursery.start(self._run_actor, actor)
         return actor
 
     async def replace(self, spec: WorkerSpec, manifest: dict[str, Any]) -> WorkerActor:
         """The plugin's actor for this spec: kept if it already runs this tree, else new."""
-        current = self.actors.get(spec.key)
+        current = self.directory.get(spec.key)
         if current is not None and current.spec == spec and current.manifest == manifest:
             return current
         await self.remove(spec.key)
@@ -101,14 +100,14 @@ class Supervisor:
 
     async def remove(self, key: str, reason: str = "plugin replaced") -> None:
         """Stop the plugin's worker gracefully and drop its actor."""
-        actor = self.actors.get(key)
+        actor = self.directory.get(key)
         if actor is None:
             return
         actor.stop(reason)
         with trio.move_on_after(self.config.stop_timeout_s * 2 + 1):
             await actor.wait_for(*TERMINAL)
         self._scopes.pop(key).cancel()
-        del self.actors[key]
+        self.directory.remove(key)
 
     async def _run_actor(
         self,
@@ -125,11 +124,11 @@ class Supervisor:
 
     async def stop_all(self, grace_s: float, reason: str = "server shutting down") -> None:
         """Graceful stop of every worker, bounded by `grace_s`; the caller cancels the rest."""
-        for actor in self.actors.values():
+        for actor in self.directory:
             actor.stop(reason)
         with trio.move_on_after(grace_s):
             async with trio.open_nursery() as nursery:
-                for actor in self.actors.values():
+                for actor in self.directory:
                     nursery.start_soon(actor.wait_for, *TERMINAL)
 
     def _hooks(self, key: str, scopes: list[str]) -> Hooks:
