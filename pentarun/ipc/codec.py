@@ -2,7 +2,8 @@
 
 A frame is a 4-byte big-endian payload length followed by that many bytes of msgpack. Frames
 longer than the channel's limit, zero-length frames and payloads that are not a known message
-raise `ProtocolError`; a peer that sends one is broken and the channel must be closed.
+raise `ProtocolError` (so do payloads nested too deeply to decode); a peer that sends one is
+broken and the channel must be closed.
 """
 
 from __future__ import annotations
@@ -66,5 +67,9 @@ class FrameDecoder(Generic[M]):
                 messages.append(self._decoder.decode(payload))
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise ProtocolError(f"undecodable frame: {exc}", {"frame_length": size}) from exc
+            except RecursionError:  # msgspec recurses: a frame nested ~1,000 deep
+                raise ProtocolError(
+                    "undecodable frame: nested too deeply", {"frame_length": size}
+                ) from None
         del buf[:start]
         return messages

@@ -9,15 +9,13 @@ payload, or nothing; one that fails or is too slow is skipped and recorded, neve
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import PentarunError
 from ..ipc.messages import Reply
 from ..store import records
 from ..store.db import Database
-
-if TYPE_CHECKING:
-    from ..supervisor.supervisor import Supervisor
+from ..supervisor.directory import Directory
 
 log = logging.getLogger(__name__)
 
@@ -25,22 +23,20 @@ PREFIX = "hook:"
 
 
 class HookLane:
-    def __init__(self, db: Database, supervisor: Supervisor) -> None:
+    def __init__(self, db: Database, directory: Directory) -> None:
         self.db = db
-        self.supervisor = supervisor
+        self.directory = directory
 
     def _joined(self, name: str, property_id: str, exclude: str) -> list[tuple[int, str, float]]:
         """(priority, plugin key, timeout in s) of the plugins that join this hook here."""
         joined = []
-        for actor in self.supervisor.directory.serving(property_id):
+        for actor in self.directory.serving(property_id):
             key = actor.key
             if key == exclude:
                 continue
-            hooks = actor.manifest.get("hooks", {})
-            hook = hooks.get(name) if isinstance(hooks, dict) else None
-            if isinstance(hook, dict):
-                timeout_s = float(hook.get("timeout_ms", 1000)) / 1000
-                joined.append((int(hook.get("priority", 0)), key, timeout_s))
+            hook = actor.manifest.hooks.get(name)
+            if hook is not None:
+                joined.append((hook.priority, key, hook.timeout_ms / 1000))
         return sorted(joined, key=lambda j: (-j[0], j[1]))
 
     async def run(
@@ -48,7 +44,7 @@ class HookLane:
     ) -> dict[str, Any]:
         """The payload after every joined plugin but `exclude` (the one asking) had its turn."""
         for _, key, timeout_s in self._joined(name, property_id, exclude):
-            actor = self.supervisor.directory.get(key)
+            actor = self.directory.get(key)
             if actor is None:
                 continue
             try:

@@ -11,6 +11,11 @@ Phases:  IDLE -Start-> STARTING -Ready-> RUNNING
          Stop -> STOPPING -Exited-> STOPPED;  crash loop / health / error storm -> QUARANTINED
 Invariants (tested with hypothesis): QUARANTINED is left only by Release; a backoff delay never
 exceeds `backoff_max_s`; no more than `crash_limit` crash restarts fall inside `crash_window_s`.
+
+Restarts: the first restart after a start, a release or a healthy run of `backoff_reset_s` is
+immediate (as OTP and systemd restart); backoff grows from the second crash on. A worker that
+passed a health check is *proven*: if it then crash-loops into quarantine, the quarantine is
+marked for probation (the install service re-tests and releases it on its own).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class State(msgspec.Struct, frozen=True):
     restarts: int = 0
     reason: str = ""
     rule: str = ""
+    proven: bool = False  # passed a health check since its last start or release
 
 
 # --- events: what happened ------------------------------------------------------------------
@@ -150,6 +156,7 @@ class EnterQuarantine(Command, frozen=True):
 
     rule: str
     reason: str
+    probation: bool = False
 
 
 def describe_exit(event: Exited) -> str:
@@ -165,8 +172,11 @@ class Policy:
         self.config = config
 
     def backoff_delay(self, attempt: int, rand: float) -> float:
+        """0 for the first restart (attempt 0), then initial doubling up to the cap, jittered."""
+        if attempt <= 0:
+            return 0.0
         c = self.config
-        base = min(c.backoff_max_s, c.backoff_initial_s * 2 ** min(attempt, 32))
+        base = min(c.backoff_max_s, c.backoff_initial_s * 2 ** min(attempt - 1, 32))
         return float(base * (1.0 - c.backoff_jitter * rand))
 
     def step(
@@ -175,7 +185,7 @@ class Policy:
         phase = state.phase
         match event:
             case Start() if phase in (Phase.IDLE, Phase.STOPPED) and not state.process_alive:
-                fresh = msgspec.structs.replace(state, health_failures=0, attempt=0)
+                fresh = msgspec.structs.replace(state, health_failures=0, attempt=0, proven=False)
                 return self._spawn(fresh, "started", restart=False)
             case Ready() if phase is Phase.STARTING:
                 # health_failures survive a health restart: 3 -> restart ... 9 -> quarantine.
@@ -208,7 +218,7 @@ class Policy:
                     kill=Kill(graceful=False),
                 )
             case HealthOk() if phase is Phase.RUNNING:
-                return msgspec.structs.replace(state, health_failures=0), []
+                return msgspec.structs.replace(state, health_failures=0, proven=True), []
             case HealthFailed() if phase is Phase.RUNNING:
                 return self._health_failed(state, event)
             case ErrorLogged() if phase is not Phase.QUARANTINED:
@@ -285,14 +295,17 @@ class Policy:
         kills: list[Command] = [kill] if kill is not None else []
         if len(crashes) >= c.crash_limit:
             detail = f"{len(crashes)} crashes within {c.crash_window_s:g} s; last: {reason}"
-            new, cmds = self._quarantine(state, Rule.CRASH_LOOP, detail, kill=False)
+            new, cmds = self._quarantine(
+                state, Rule.CRASH_LOOP, detail, kill=False, probation=state.proven
+            )
             return new, [*kills, *cmds]
         delay = self.backoff_delay(attempt, rand)
         retry_at = now + delay
+        when = f"retry in {delay:.3g} s" if delay > 0 else "restarting at once"
         new, cmds = self._to(
             state,
             Phase.BACKOFF,
-            f"crashed: {reason}; retry in {delay:.1f} s",
+            f"crashed: {reason}; {when}",
             attempt=attempt + 1,
             next_retry_at=retry_at,
             health_failures=0,
@@ -323,7 +336,7 @@ class Policy:
         return state, []
 
     def _quarantine(
-        self, state: State, rule: Rule, reason: str, *, kill: bool = True
+        self, state: State, rule: Rule, reason: str, *, kill: bool = True, probation: bool = False
     ) -> tuple[State, list[Command]]:
         new, cmds = self._to(
             state,
@@ -334,4 +347,4 @@ class Policy:
             running_since=None,
         )
         kills: list[Command] = [Kill(graceful=False)] if kill and state.process_alive else []
-        return new, [*kills, *cmds, EnterQuarantine(rule.value, reason)]
+        return new, [*kills, *cmds, EnterQuarantine(rule.value, reason, probation)]

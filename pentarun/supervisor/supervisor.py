@@ -1,35 +1,52 @@
 """The supervisor: one actor per plugin, each in its own task, wired to store and tokens.
 
 Each actor runs under the supervisor's nursery; an actor's failure is contained to its own
-plugin (logged and marked), never propagated to other plugins or the gateway.
+plugin (logged and quarantined as `internal_error`), never propagated to other plugins or the
+gateway. What actors report (typed events, see events.py) is stored here — lifecycle events,
+health checks, audit rows — and then handed to the observers (the install service, which is
+the one writer of a plugin's state).
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
+import msgspec
 import trio
 
 from ..config import SupervisorConfig
 from ..ipc.messages import CoreCall
-from ..lanes.core import CoreApi
-from ..lanes.events import EventLane
-from ..lanes.hooks import HookLane
+from ..packages.manifest import Manifest
 from ..security.stream_tokens import StreamTokens
 from ..security.tokens import PluginTokens
 from ..store import records
 from ..store.db import Database
 from .actor import Hooks, WorkerActor
 from .directory import Directory
+from .events import (
+    ActorEvent,
+    CallRefused,
+    EventsDropped,
+    HealthChecked,
+    Observers,
+    Quarantined,
+    Spawned,
+    StateChanged,
+)
 from .policy import Phase
 from .process import WorkerSpec
 
 log = logging.getLogger(__name__)
 
 TERMINAL = (Phase.IDLE, Phase.STOPPED, Phase.QUARANTINED)
+
+
+class CoreCalls(Protocol):
+    """The core's side of `ctx.core.call` (pentarun.lanes.core.CoreApi)."""
+
+    async def handle(self, plugin_key: str, call: CoreCall) -> Any: ...
 
 
 def _leaf(exc: BaseException) -> str:
@@ -56,20 +73,27 @@ class Supervisor:
         db: Database,
         tokens: PluginTokens,
         streams: StreamTokens | None = None,
+        *,
+        directory: Directory | None = None,
+        observers: Observers | None = None,
     ) -> None:
+        from ..lanes.core import CoreApi  # noqa: PLC0415 - transitional, see notes
+        from ..lanes.events import EventLane  # noqa: PLC0415
+        from ..lanes.hooks import HookLane  # noqa: PLC0415
+
         self.config = config
         self.db = db
         self.tokens = tokens
+        self.directory = directory or Directory()
+        self.observers = observers or Observers()
         self.core_api = CoreApi(db, tokens, streams or StreamTokens(secrets.token_bytes(32)))
         self.events = EventLane(self)
-        self.hooks = HookLane(db, self)
+        self.hooks = HookLane(db, self.directory)
         self.core_api.hook_runner = self.hooks.run
         self.core_api.register("events.publish", "events:publish", self.events.core_publish)
-        self.directory = Directory()
+        self.core: CoreCalls = self.core_api
         self._scopes: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
-        # told when the policy quarantines a plugin: (key, rule, reason)
-        self.on_quarantine: Callable[[str, str, str], None] = self._mark_quarantined
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -77,21 +101,23 @@ class Supervisor:
             task_status.started()
             await trio.sleep_forever()
 
-    def _mark_quarantined(self, key: str, rule: str, reason: str) -> None:
-        records.set_plugin_state(self.db, key, "QUARANTINED", reason)
-
-    async def add(self, spec: WorkerSpec, manifest: dict[str, Any]) -> WorkerActor:
-        """Create the plugin's actor (not yet started); its scopes, events and hooks come from
-        `manifest` (definition.json as a dict)."""
+    async def add(self, spec: WorkerSpec, manifest: Manifest | dict[str, Any]) -> WorkerActor:
+        """Create the plugin's actor (not yet started); its scopes, events, hooks and health
+        check come from its manifest."""
         assert self._nursery is not None, "supervisor is not running"
-        scopes = list(manifest.get("scopes", []))
-        actor = WorkerActor(spec, self.config, self._hooks(spec.key, scopes), manifest)
+        if not isinstance(manifest, Manifest):  # transitional: callers pass the Struct
+            manifest = msgspec.convert(manifest, Manifest)
+        actor = WorkerActor(
+            spec, self.config, self._hooks(spec.key, list(manifest.scopes)), manifest
+        )
         self.directory.add(actor)
         self._scopes[spec.key] = await self._nursery.start(self._run_actor, actor)
         return actor
 
-    async def replace(self, spec: WorkerSpec, manifest: dict[str, Any]) -> WorkerActor:
+    async def replace(self, spec: WorkerSpec, manifest: Manifest | dict[str, Any]) -> WorkerActor:
         """The plugin's actor for this spec: kept if it already runs this tree, else new."""
+        if not isinstance(manifest, Manifest):
+            manifest = msgspec.convert(manifest, Manifest)
         current = self.directory.get(spec.key)
         if current is not None and current.spec == spec and current.manifest == manifest:
             return current
@@ -137,38 +163,65 @@ class Supervisor:
         def issue_token(properties: list[str]) -> tuple[str, float]:
             return tokens.issue(key, scopes, properties, ttl)
 
-        def properties() -> list[str]:
-            return records.assigned_properties(db, key)
-
         async def handle_core_call(call: CoreCall) -> Any:
-            return await self.core_api.handle(key, call)
-
-        def record(kind: str, fields: dict[str, Any]) -> None:
-            if kind == "health":
-                records.record_health(
-                    db, key, bool(fields.get("ok")), fields.get("latency_ms"), fields
-                )
-                return
-            state = str(fields.get("state", ""))
-            reason = str(fields.get("reason", ""))
-            records.record_event(
-                db,
-                key,
-                kind,
-                state=state,
-                reason=reason,
-                next_retry_at=fields.get("next_retry_at"),
-                detail=fields,
-            )
-            if kind == "quarantined":
-                records.audit(db, "supervisor", "plugin.quarantined", plugin=key, detail=fields)
-                self.on_quarantine(key, str(fields.get("rule", "")), reason)
+            return await self.core.handle(key, call)
 
         return Hooks(
             issue_token=issue_token,
             revoke_tokens=lambda: tokens.revoke(key),
-            properties=properties,
+            properties=lambda: records.assigned_properties(db, key),
             handle_core_call=handle_core_call,
-            record=record,
+            emit=self._record,
             config=lambda: records.get_config(db, key),
         )
+
+    def _record(self, event: ActorEvent) -> None:
+        """Store what an actor reported, then tell the observers."""
+        db, key = self.db, event.key
+        match event:
+            case HealthChecked(result=result):
+                detail = msgspec.to_builtins(result)
+                records.record_health(db, key, result.ok, result.latency_ms, detail)
+            case StateChanged():
+                records.record_event(
+                    db,
+                    key,
+                    "state_changed",
+                    state=event.state,
+                    reason=event.reason,
+                    next_retry_at=event.next_retry_at,
+                    detail={"restarts": event.restarts},
+                )
+            case Spawned():
+                detail = {"pid": event.pid, "generation": event.generation}
+                records.record_event(
+                    db, key, "spawned", detail={**detail, "restarts": event.restarts}
+                )
+            case Quarantined():
+                detail = {
+                    "rule": event.rule,
+                    "reason": event.reason,
+                    "evidence": msgspec.to_builtins(event.evidence),
+                    "probation": event.probation,
+                }
+                records.record_event(
+                    db, key, "quarantined", state=Phase.QUARANTINED.value, reason=event.reason,
+                    detail=detail,
+                )  # fmt: skip
+                records.audit(db, "supervisor", "plugin.quarantined", plugin=key, detail=detail)
+            case EventsDropped():
+                reason = f"{event.dropped} events dropped: {event.backlog} unacknowledged"
+                records.record_event(db, key, "events_dropped", reason=reason)
+            case CallRefused():
+                records.audit(
+                    db,
+                    f"plugin:{key}" if event.what == "core_call" else "gateway",
+                    f"{event.what}.refused",
+                    plugin=key,
+                    property_id=event.property,
+                    detail={"name": event.name, "code": event.code, "message": event.message},
+                )
+        try:
+            self.observers(event)
+        except Exception:
+            log.exception("an observer of plugin %s failed on %s", key, type(event).__name__)

@@ -92,3 +92,11 @@ def test_unknown_fields_are_refused():
 def test_outgoing_oversized_frame_is_refused():
     with pytest.raises(ProtocolError):
         encode_frame(Reply(id=1, value="x" * 2000), max_frame=1000)
+
+
+def test_a_frame_nested_100000_deep_is_a_protocol_error():
+    head = msgspec.msgpack.encode({"kind": "reply", "id": 1, "value": None})[:-1]
+    payload = head + b"\x91" * 100_000 + b"\x90"  # the value: arrays in arrays, 100,000 deep
+    frame = len(payload).to_bytes(4, "big") + payload
+    with pytest.raises(ProtocolError, match="nested too deeply"):
+        FrameDecoder(WorkerMessage).feed(frame)

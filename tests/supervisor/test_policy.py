@@ -54,23 +54,55 @@ def test_start_spawns_and_ready_runs():
     assert cmds == [Transition(Phase.RUNNING, "handshake complete")]
 
 
-def test_crash_backs_off_exponentially_with_recorded_retry_time():
+def test_first_restart_is_immediate_then_backoff_doubles_with_recorded_retry_time():
     state = running()
     state, cmds = POLICY.step(state, Exited(code=1), 5.0, rand=0.0)
     assert state.phase is Phase.BACKOFF
-    assert WakeAt(6.0) in cmds
+    assert WakeAt(5.0) in cmds
     transition = next(c for c in cmds if isinstance(c, Transition))
-    assert transition.next_retry_at == 6.0
-    assert "exited with code 1" in transition.reason
-    state, cmds = POLICY.step(state, Wake(), 6.0)
+    assert transition.next_retry_at == 5.0
+    assert "exited with code 1" in transition.reason and "at once" in transition.reason
+    state, cmds = POLICY.step(state, Wake(), 5.0)
     assert Spawn() in cmds and state.restarts == 1
-    state, _ = POLICY.step(state, Ready(), 6.2)
+    state, _ = POLICY.step(state, Ready(), 5.2)
     state, cmds = POLICY.step(state, Exited(signal=9), 100.0, rand=0.0)
-    assert WakeAt(102.0) in cmds  # 1 s doubled
+    assert WakeAt(101.0) in cmds  # the second crash backs off 1 s
+    state, _ = POLICY.step(state, Wake(), 101.0)
+    state, _ = POLICY.step(state, Ready(), 101.2)
+    state, cmds = POLICY.step(state, Exited(signal=9), 190.0, rand=0.0)
+    assert WakeAt(192.0) in cmds  # then doubles
+
+
+def test_crash_loop_of_a_proven_worker_is_marked_for_probation():
+    state = running()
+    state, _ = POLICY.step(state, HealthOk(), 1.0)
+    assert state.proven
+    cmds: list = []
+    for t in (2.0, 3.0, 5.0):
+        state, cmds = POLICY.step(state, Exited(signal=9), t, rand=0.0)
+        if state.phase is Phase.BACKOFF:
+            state, _ = POLICY.step(state, Wake(), state.next_retry_at)
+            state, _ = POLICY.step(state, Ready(), state.next_retry_at or t)
+    assert state.phase is Phase.QUARANTINED and state.rule == "crash_loop"
+    assert EnterQuarantine("crash_loop", state.reason, probation=True) in cmds
+
+
+def test_crash_loop_of_a_worker_never_healthy_has_no_probation():
+    state = running()
+    for t in (2.0, 3.0, 5.0):
+        state, cmds = POLICY.step(state, Exited(signal=9), t, rand=0.0)
+        if state.phase is Phase.BACKOFF:
+            state, _ = POLICY.step(state, Wake(), t + 2)
+            state, _ = POLICY.step(state, Ready(), t + 2)
+    assert EnterQuarantine("crash_loop", state.reason, probation=False) in cmds
+    state, _ = POLICY.step(state, Release(), 10.0)
+    assert not state.proven
 
 
 def test_wake_before_retry_time_does_nothing():
     state, _ = POLICY.step(running(), Exited(code=1), 0.0, rand=0.0)
+    state, _ = POLICY.step(state, Wake(), 0.0)
+    state, _ = POLICY.step(state, Exited(code=1), 0.1, rand=0.0)  # second crash: 1 s backoff
     assert POLICY.step(state, Wake(), 0.5) == (state, [])
 
 
@@ -109,12 +141,14 @@ def test_backoff_resets_after_long_healthy_run():
         state, _ = POLICY.step(state, Ready(), t + 60)
     assert state.attempt == 2
     state, cmds = POLICY.step(state, Exited(code=1), 130 + 600, rand=0.0)
-    assert WakeAt(731.0) in cmds
+    assert WakeAt(730.0) in cmds  # immediate again after 600 s of healthy running
 
 
 def test_backoff_is_capped():
+    assert POLICY.backoff_delay(0, 0.5) == 0.0
+    assert POLICY.backoff_delay(1, 0.0) == CONFIG.backoff_initial_s
     assert POLICY.backoff_delay(50, 0.0) == CONFIG.backoff_max_s
-    assert POLICY.backoff_delay(3, 0.999) >= 8.0 * (1 - CONFIG.backoff_jitter)
+    assert POLICY.backoff_delay(4, 0.999) >= 8.0 * (1 - CONFIG.backoff_jitter)
 
 
 def test_health_restarts_after_three_and_quarantines_after_nine():
