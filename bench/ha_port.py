@@ -94,10 +94,12 @@ async def load(
     return len(latencies) / (time.perf_counter() - start), latencies
 
 
-def start_pentarun(tmp: Path) -> tuple[subprocess.Popen[bytes], str, str, bytes]:
+def start_pentarun(
+    tmp: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str, str, bytes]:
     data_dir = tmp / "var"
     server, admin_url, token = start_server(
-        data_dir, {"PENTARUN_LISTENERS__HOMEASSISTANT": "127.0.0.1:0"}
+        data_dir, {"PENTARUN_LISTENERS__HOMEASSISTANT": "127.0.0.1:0", **(env or {})}
     )
     run_file = data_dir / "run.json"
     files = read_tree(HA)

@@ -1,7 +1,7 @@
 """Command line: `pentarun serve`, `pentarun plugin new|validate|pack|sign|test`, `keys generate`.
 
-Exit codes: 0 success, 1 the checked plugin has problems or failed its gates, 2 bad usage or
-an error that stopped the command.
+Exit codes: 0 success, 1 the checked plugin has problems (validate, test, pack, sign) or failed
+its gates (test), 2 bad usage or an error that stopped the command.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from pathlib import Path
 import trio
 
 from .config import Config, load_config
+from .datadir import DataDirLocked
 from .errors import PentarunError
 from .packages import authoring
+from .registry import read_source_definition
 from .runtime import DEMO_PROPERTY, Options, Services, run_server
 
 
@@ -70,7 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="signing keys")
     keys_sub = keys.add_subparsers(dest="action", required=True)
     generate = keys_sub.add_parser("generate", help="create an Ed25519 key pair")
-    generate.add_argument("--out", type=Path, default=Path("."), help="output directory")
+    generate.add_argument(
+        "--out", type=Path, default=Path("keys"), help="output directory (default: ./keys)"
+    )
     generate.add_argument("--key-id", default="", help="default: key-<random>")
     return parser
 
@@ -114,13 +118,22 @@ def serve(args: argparse.Namespace) -> int:
         overrides.setdefault("server", {})["admin_bind"] = args.admin_bind
     config = load_config(args.config, **overrides)
     options = Options(plugin_dirs=args.plugin_dir, demo=args.demo)
+    for plugin_dir in args.plugin_dir:  # every problem of every tree, before anything starts
+        read_source_definition(plugin_dir)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             services: Services = await nursery.start(run_server, config, options)
             _print_welcome(services, args.demo)
 
-    trio.run(main)
+    locked: list[BaseException] = []
+    try:
+        trio.run(main)
+    except* DataDirLocked as group:  # one clear line, nothing touched
+        locked.extend(group.exceptions)
+    if locked:
+        _say(f"pentarun: {locked[0]}")
+        return 1
     return 0
 
 
@@ -133,14 +146,10 @@ def plugin(args: argparse.Namespace) -> int:
             return 0
         case "validate":
             ctx = authoring.context(config, args.trust)
-            package, problems = authoring.inspect_path(args.path, ctx)
-            if package is None:
-                _say(
-                    f"{args.path}: {len(problems)} problem(s)\n"
-                    + authoring.format_problems(problems)
-                )
-                return 1
+            package, warnings = authoring.check_path(args.path, ctx)
             _say(f"{args.path}: OK ({package.key} {package.version})")
+            if warnings:
+                _say(f"{len(warnings)} warning(s):\n" + authoring.format_problems(warnings))
             return 0
         case "pack":
             ctx = authoring.context(config, None)
@@ -165,7 +174,8 @@ def keys(args: argparse.Namespace) -> int:
     private, public = authoring.generate_keys(args.out, key_id)
     _say(
         f"private key: {private} (keep it secret; mode 0600)\n"
-        f"public key:  {public} (copy it into the server's trust store)"
+        f"public key:  {public} (copy it into the server's trust store, or POST it to "
+        "/api/trust/keys)"
     )
     return 0
 
@@ -180,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     try:
         return {"serve": serve, "plugin": plugin, "keys": keys}[args.command](args)
+    except authoring.ProblemsFound as exc:
+        _say(str(exc))
+        return 1
     except (PentarunError, authoring.AuthoringError) as exc:
         _say(f"pentarun: {exc}")
         return 2

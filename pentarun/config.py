@@ -11,7 +11,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -21,6 +21,10 @@ from .errors import BadRequest
 class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     admin_bind: str = "127.0.0.1:8128"
     data_dir: str = "./var"
+    # admin API request bodies, refused (413) before they are read; uploads use
+    # install.max_package_bytes; a plugin configuration is also kept under the IPC frame limit
+    max_json_body_bytes: int = 64 * 1024
+    max_config_body_bytes: int = 256 * 1024
 
 
 class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -45,6 +49,10 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     log_lines_kept: int = 200
     log_records_per_s: int = 1000
     memory_check_s: float = 1.0
+    # a crash-loop quarantine of a plugin that served well is re-tested on its own after
+    # probation_s, at most probation_attempts times (0 turns probation off)
+    probation_s: float = 600.0
+    probation_attempts: int = 3
 
 
 class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -77,13 +85,43 @@ class BenchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     silver_error_rate: float = 0.05
 
 
+PublicUrl = Annotated[str, msgspec.Meta(pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$")]
+
+
+class ListenerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A plugin listener's settings: `[listeners.<name>]` (or just `<name> = "host:port"`).
+
+    `public_url` is where clients reach the listener (behind a proxy, say); URLs handed out
+    (snapshot and stream URLs) start with it, else with the address the request arrived on,
+    never with the request's Host header. `rate_limit` requests per `rate_window_s` per key
+    replace the manifest's (the default of 600 per 60 s carries a Home Assistant polling 10
+    cameras: plugins/homeassistant/README.md); a key created with its own limit keeps it. An
+    address that fails authentication `auth_failures` times in `auth_failure_window_s` is
+    answered 429, whatever it presents, until that window ends. Bodies are at most
+    `max_body_bytes`.
+    """
+
+    bind: str = ""  # HOST:PORT (port 0 allowed); empty: 0.0.0.0 and the manifest's port
+    public_url: PublicUrl = ""
+    rate_limit: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    rate_window_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    auth_failures: Annotated[int, msgspec.Meta(ge=1)] = 20
+    auth_failure_window_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=0)] = 64 * 1024
+
+    @staticmethod
+    def of(value: str | ListenerConfig) -> ListenerConfig:
+        """The table form of a `[listeners]` entry (a plain string is the bind address)."""
+        return ListenerConfig(bind=value) if isinstance(value, str) else value
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
     install: InstallConfig = msgspec.field(default_factory=InstallConfig)
     bench: BenchConfig = msgspec.field(default_factory=BenchConfig)
-    listeners: dict[str, str] = msgspec.field(
+    listeners: dict[str, str | ListenerConfig] = msgspec.field(
         default_factory=lambda: {"homeassistant": "0.0.0.0:8129"}
     )
 

@@ -1,13 +1,16 @@
 """The plugins this server knows: their records, their actors, their property assignments.
 
-Installing from packages arrives with the install pipeline; until then a plugin can run
-straight from a source directory (`pentarun serve --plugin-dir DIR`).
+Plugins arrive through the install pipeline (packages/service.py) or straight from a source
+directory (`pentarun serve --plugin-dir DIR`). A source tree goes through the same checks and
+the same start path as an installed plugin: its definition.json is validated by the real
+manifest validator (every problem reported), `worker/plugin_worker.py` must exist, and the
+install service records it (ENABLED, reason "running from source") and starts its worker and
+its listener. Its properties are the ones operators assign; none are assigned on their own.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -15,64 +18,47 @@ from typing import Any
 import msgspec
 import trio
 
+from . import __version__
 from .errors import BadRequest, NotFound
+from .packages.manifest import Manifest, validate_manifest
+from .packages.package import DEFINITION, ENTRYPOINT
+from .packages.service import Installs
 from .store import records
 from .store.db import Database
 from .supervisor.actor import WorkerActor
-from .supervisor.process import WorkerSpec
 from .supervisor.supervisor import Supervisor
 
-KEY_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
 
-
-class SourceDefinition(msgspec.Struct):
-    """The part of definition.json needed to run a plugin from source."""
-
-    key: str
-    version: str
-    name: str = ""
-    scopes: list[str] = []
-    resources: dict[str, float] = {}
-
-
-def read_source_definition(root: Path) -> tuple[Path, SourceDefinition, dict[str, Any]]:
-    """Read and check a plugin source tree; returns its absolute path and definition."""
+def read_source_definition(root: Path) -> tuple[Path, Manifest]:
+    """Read and validate a plugin source tree; its absolute path and manifest, or BadRequest
+    listing every problem."""
     root = root.resolve()
-    path = root / "definition.json"
+    path = root / DEFINITION
     try:
-        raw = json.loads(path.read_text())
-        definition = msgspec.convert(raw, SourceDefinition)
-    except (OSError, ValueError, msgspec.ValidationError) as exc:
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as exc:
         raise BadRequest(f"cannot read {path}: {exc}") from exc
-    if not KEY_PATTERN.match(definition.key):
-        raise BadRequest(f"{path}: key {definition.key!r} does not match {KEY_PATTERN.pattern}")
-    if not (root / "worker" / "plugin_worker.py").is_file():
-        raise BadRequest(f"{root}: worker/plugin_worker.py is missing")
-    return root, definition, raw
+    manifest, problems = validate_manifest(raw, engine_version=__version__)
+    details = [msgspec.to_builtins(p) for p in problems]
+    if not (root / ENTRYPOINT).is_file():
+        details.append({"code": "package.missing_file", "path": ENTRYPOINT, "message": "missing"})
+    if manifest is None or details:
+        lines = "\n".join(f"  {d['code']}  {d['path']}: {d['message']}" for d in details)
+        raise BadRequest(
+            f"{root} cannot run: {len(details)} problem(s)\n{lines}", {"problems": details}
+        )
+    return root, manifest
 
 
 class Registry:
-    def __init__(self, db: Database, supervisor: Supervisor) -> None:
+    def __init__(self, db: Database, supervisor: Supervisor, installs: Installs) -> None:
         self.db = db
         self.supervisor = supervisor
+        self.installs = installs
 
     async def run_from_source(self, root: Path) -> WorkerActor:
-        root, definition, manifest = await trio.to_thread.run_sync(read_source_definition, root)
-        await records.upsert_plugin(
-            self.db,
-            definition.key,
-            name=definition.name or definition.key,
-            version=definition.version,
-            state="ENABLED",
-            reason="running from source",
-            source_dir=str(root),
-            manifest=manifest,
-        )
-        limit = definition.resources.get("memory_limit")
-        spec = WorkerSpec(definition.key, root, memory_limit_mb=int(limit) if limit else None)
-        actor = await self.supervisor.add(spec, manifest)
-        actor.start()
-        return actor
+        root, manifest = await trio.to_thread.run_sync(read_source_definition, root)
+        return await self.installs.run_from_source(root, manifest)
 
     def plugin(self, key: str) -> records.PluginRow:
         row = records.get_plugin(self.db, key)
@@ -131,7 +117,7 @@ class Registry:
             }
         return {
             **self.summary(row),
-            "manifest": row.manifest,
+            "manifest": msgspec.to_builtins(row.manifest) if row.manifest else {},
             "source_dir": row.source_dir,
             "properties": records.assigned_properties(self.db, key),
             "worker": worker,

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import signal
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +20,10 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from . import __version__
 from .config import Config
-from .gateway.admin import create_admin_app
+from .datadir import lock_data_dir
+from .gateway.app import Services as Services  # noqa: PLC0414 - cli.py imports it from here
+from .gateway.app import create_admin_app
 from .gateway.listeners import ListenerManager
-from .lanes.feed import Feed
 from .packages.builder import pack, read_tree
 from .packages.service import Installs
 from .registry import Registry
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 DEMO_PROPERTY = ("demo", "Demo property")
 DEMO_CAMERAS = (("front-door", "Front door"), ("driveway", "Driveway"))
+DEMO_KEY_FILE = "demo-ha.key"
 BUNDLED_PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 
 
@@ -46,37 +47,6 @@ BUNDLED_PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 class Options:
     plugin_dirs: list[Path] = field(default_factory=list)
     demo: bool = False
-
-
-@dataclass
-class Services:
-    config: Config
-    data_dir: Path
-    db: Database
-    supervisor: Supervisor
-    registry: Registry
-    installs: Installs
-    ready: trio.Event = field(default_factory=trio.Event)
-    admin_url: str = ""
-    listeners: dict[str, str] = field(default_factory=dict)
-    demo_key: str = ""
-    feed: Feed = field(default_factory=Feed)
-    started_at: float = field(default_factory=time.time)
-
-    def write_run_file(self) -> None:
-        """`run.json`: pid and the URLs actually bound; replaced atomically."""
-        data = {
-            "pid": os.getpid(),
-            "version": __version__,
-            "admin_url": self.admin_url,
-            "listeners": self.listeners,
-        }
-        tmp = self.data_dir / "run.json.tmp"
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        tmp.replace(self.data_dir / "run.json")
-
-    def remove_run_file(self) -> None:
-        (self.data_dir / "run.json").unlink(missing_ok=True)
 
 
 def _hypercorn_config(bind: str) -> HypercornConfig:
@@ -100,7 +70,13 @@ async def run_server(
 ) -> None:
     """Run until SIGINT/SIGTERM or cancellation; reports the Services once ready."""
     data_dir = Path(await trio.Path(config.server.data_dir).absolute())
-    await trio.Path(data_dir).mkdir(parents=True, exist_ok=True)
+    with lock_data_dir(data_dir):
+        await _serve(config, options, data_dir, task_status)
+
+
+async def _serve(
+    config: Config, options: Options, data_dir: Path, task_status: trio.TaskStatus[Services]
+) -> None:
     async with open_database(data_dir / "pentarun.db") as db, trio.open_nursery() as nursery:
         token_file = await ensure_root(db, data_dir)
         if token_file is not None:
@@ -110,11 +86,6 @@ async def run_server(
         )
         supervisor = Supervisor(config.supervisor, db, PluginTokens(), streams)
         await nursery.start(supervisor.run)
-        installs = Installs(config, data_dir, db, supervisor)
-        registry = Registry(db, supervisor)
-        services = Services(config, data_dir, db, supervisor, registry, installs)
-        db.observers.append(services.feed.observe)
-        supervisor.events.on_published = services.feed.publish
 
         def listeners_changed(urls: dict[str, str]) -> None:
             services.listeners = urls
@@ -124,9 +95,13 @@ async def run_server(
         listeners = ListenerManager(
             db, supervisor, streams, dict(config.listeners), listeners_changed
         )
+        # the install service starts workers and opens their listeners (one start path)
+        installs = Installs(config, data_dir, db, supervisor, listeners)
+        registry = Registry(db, supervisor, installs)
+        services = Services(config, data_dir, db, supervisor, registry, installs)
+        db.observers.append(services.feed.observe)
+        supervisor.events.on_published = services.feed.publish
         await nursery.start(listeners.run)
-        installs.on_enabled = listeners.open
-        installs.on_disabled = listeners.close
         await nursery.start(installs.run)  # resumes interrupted installs, starts enabled plugins
         try:
             for plugin_dir in options.plugin_dirs:
@@ -193,6 +168,27 @@ async def _seed_demo(services: Services) -> None:
         if settled.job["stage"] == "REJECTED":
             raise RuntimeError(f"the bundled plugin {key} was rejected: {settled.job['reason']}")
         await services.installs.enable(key, [pid], "demo")
+    services.demo_key = await _demo_key(db, services.data_dir, pid)
+
+
+async def _demo_key(db: Database, data_dir: Path, property_id: str) -> str:
+    """The demo's Home Assistant key: the one of an earlier demo start while it is still valid
+    (kept in `<data_dir>/demo-ha.key`, mode 0600), else a new one."""
+    path = trio.Path(data_dir / DEMO_KEY_FILE)
+    if await path.exists():
+        key_text = (await path.read_text()).strip()
+        row = records.ha_key_by_hash(db, hash_token(key_text))
+        if row is not None and row.property_id == property_id:  # unrevoked by the query
+            return key_text
     key_text = ha_keys.new_key()
-    await records.create_ha_key(db, uuid.uuid4().hex, pid, hash_token(key_text), "demo")
-    services.demo_key = key_text
+    await records.create_ha_key(db, uuid.uuid4().hex, property_id, hash_token(key_text), "demo")
+    await trio.to_thread.run_sync(_write_secret, Path(path), key_text + "\n")
+    return key_text
+
+
+def _write_secret(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    tmp.replace(path)

@@ -51,6 +51,8 @@ def decode_json(
         raise BadRequest(f"the {what} nests deeper than {max_depth} levels") from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"the {what} is not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec checks UTF-8 inside strings only here
+        raise BadRequest(f"the {what} is not valid UTF-8: {exc.reason}") from None
     if depth_exceeds(generic, max_depth):
         raise BadRequest(f"the {what} nests deeper than {max_depth} levels")
     if kind is Any:

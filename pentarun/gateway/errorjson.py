@@ -3,8 +3,9 @@
     render(exc) -> Rendered(status, body, headers)
 
 A PentarunError answers with its own status and code; a framework HTTP error (405, 413, ...)
-with its status; anything else is a logged 500 that reveals nothing. 401 carries
-`WWW-Authenticate`; 429 and 503 carry `Retry-After` when the error knows it.
+with its status and the code our own error of that status has (413 is `too_large` whether the
+framework or a route refused the body); anything else is a logged 500 that reveals nothing.
+401 carries `WWW-Authenticate`; 429 and 503 carry `Retry-After` when the error knows it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,23 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from ..errors import PentarunError
+from ..errors import (
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    PentarunError,
+    Unauthorized,
+)
 
 log = logging.getLogger(__name__)
+
+# framework errors answer with the code of our own error of the same status
+FRAMEWORK_CODES = {
+    error.status: error.code
+    for error in (BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, PayloadTooLarge)
+}
 
 
 @dataclass(frozen=True)
@@ -44,7 +59,7 @@ def render(exc: BaseException) -> Rendered:
     status = getattr(exc, "code", None)
     if isinstance(status, int) and 400 <= status < 600:  # werkzeug's HTTPException and kin
         name = str(getattr(exc, "name", "") or "error")
-        code = name.lower().replace(" ", "_")
+        code = FRAMEWORK_CODES.get(status) or name.lower().replace(" ", "_")
         description = str(getattr(exc, "description", "") or code)
         return Rendered(status, _body(code, description, {}))
     log.error("unhandled error", exc_info=exc)

@@ -1,7 +1,12 @@
-"""What operators watch: per-plugin performance (the bench), Prometheus metrics, the feed."""
+"""What operators watch: readiness, per-plugin performance (the bench), Prometheus metrics.
+
+Everything here reads memory or a bounded amount of the store (a probe query, one row per
+running plugin, one aggregate row per plugin state): it runs on the trio thread.
+"""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +16,32 @@ from ..store import records
 from ..supervisor.stats import tier
 
 if TYPE_CHECKING:
-    from ..runtime import Services
+    from .app import Services
+
+
+def readiness(services: Services) -> tuple[bool, dict[str, dict[str, Any]]]:
+    """Ready when the runtime finished starting and every check is ok; the checks by name.
+
+    store: the database answers a query; supervisor: workers by phase; listeners: the plugin
+    ports bound (name -> URL). Later issues add theirs (e.g. the sandbox).
+    """
+    checks: dict[str, dict[str, Any]] = {}
+    try:
+        services.db.read_one("SELECT 1")
+        checks["store"] = {"ok": True}
+    except sqlite3.Error as exc:
+        checks["store"] = {"ok": False, "error": str(exc)}
+    phases: dict[str, int] = {}
+    for actor in services.supervisor.directory:
+        phases[actor.phase.value] = phases.get(actor.phase.value, 0) + 1
+    checks["supervisor"] = {
+        "ok": services.ready.is_set(),
+        "workers": len(services.supervisor.directory),
+        "phases": phases,
+    }
+    checks["listeners"] = {"ok": True, "open": dict(services.listeners)}
+    ready = services.ready.is_set() and all(check["ok"] for check in checks.values())
+    return ready, checks
 
 
 def bench(services: Services) -> list[dict[str, Any]]:
@@ -59,9 +89,7 @@ def metrics(services: Services) -> str:
         _line("pentarun_uptime_seconds", round(time.time() - services.started_at, 3)),
         "# HELP pentarun_plugins Plugins by state.\n# TYPE pentarun_plugins gauge\n",
     ]
-    states: dict[str, int] = {}
-    for row in records.list_plugins(services.db):
-        states[row.state] = states.get(row.state, 0) + 1
+    states = records.plugin_state_counts(services.db)
     out += [_line("pentarun_plugins", n, state=state) for state, n in sorted(states.items())]
     out.append("# TYPE pentarun_feed_subscribers gauge\n")
     out.append(_line("pentarun_feed_subscribers", services.feed.subscribers))

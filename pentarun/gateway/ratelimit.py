@@ -1,9 +1,34 @@
-"""Fixed-window rate limiting per client. Pure: time is an argument."""
+"""Fixed-window limits for the plugin listeners. Pure: time is an argument, no I/O.
+
+    RateLimiter.hit(client, now, quota) -> Decision      a request budget per client
+    FailureLimiter.blocked(address, now) -> Decision | None
+    FailureLimiter.failed(address, now) -> Decision      failed authentication per address
+
+Invariants (tested with hypothesis): within one window a client is allowed at most
+`quota.requests` requests; an address that failed authentication `limit` times in a window is
+blocked, whatever it presents, until that window ends, and never longer. Memory is bounded:
+each limiter keeps at most `max_clients` windows; when full it forgets expired windows first,
+then the oldest one (windows are kept in the order they started, so both are O(1) per entry).
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+DEFAULT_MAX_CLIENTS = 100_000
+
+
+@dataclass(frozen=True)
+class Quota:
+    """At most `requests` requests per `window_s` seconds."""
+
+    requests: int
+    window_s: float
+
+    def __post_init__(self) -> None:
+        if self.requests < 1 or not self.window_s > 0:
+            raise ValueError(f"a quota needs requests >= 1 and window_s > 0, not {self}")
 
 
 @dataclass(frozen=True)
@@ -15,8 +40,9 @@ class Decision:
     window_s: float
 
     def headers(self) -> dict[str, str]:
+        """SPEC §8's rate-limit headers, on every response of a listener."""
         return {
-            "RateLimit-Policy": f'"default";q={self.limit};w={int(self.window_s)}',
+            "RateLimit-Policy": f'"default";q={self.limit};w={max(1, math.ceil(self.window_s))}',
             "RateLimit": f'"default";r={self.remaining};t={self.reset_s}',
             "X-RateLimit-Limit": str(self.limit),
             "X-RateLimit-Remaining": str(self.remaining),
@@ -24,26 +50,108 @@ class Decision:
         }
 
 
+@dataclass
+class _Window:
+    start: float
+    length: float
+    count: int
+
+    def expired(self, now: float) -> bool:
+        return now - self.start >= self.length
+
+    def reset_s(self, now: float) -> int:
+        return max(1, math.ceil(self.start + self.length - now))
+
+
+class _Windows:
+    """client -> its current window, oldest first, at most `max_clients` of them."""
+
+    def __init__(self, max_clients: int) -> None:
+        self._windows: dict[str, _Window] = {}
+        self._max_clients = max(1, max_clients)
+
+    def current(self, client: str, now: float, length: float) -> _Window:
+        """The client's live window; a new one (count 0) when it had none or it ended."""
+        window = self._windows.get(client)
+        if window is not None and not window.expired(now) and now >= window.start:
+            return window
+        if window is not None:
+            del self._windows[client]  # re-inserted at the end: the order stays by start
+        while len(self._windows) >= self._max_clients:
+            oldest = next(iter(self._windows))
+            del self._windows[oldest]  # expired ones are the oldest; else the oldest live one
+        window = self._windows[client] = _Window(now, length, 0)
+        return window
+
+    def peek(self, client: str, now: float) -> _Window | None:
+        window = self._windows.get(client)
+        return None if window is None or window.expired(now) else window
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+
 class RateLimiter:
-    def __init__(self, limit: int, window_s: float, max_clients: int = 100_000) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self._windows: dict[str, tuple[float, int]] = {}  # client -> (window start, count)
-        self._max_clients = max_clients
+    """A request budget per client (an HA key: stream tokens spend their key's budget)."""
 
-    def hit(self, client: str, now: float) -> Decision:
-        start, count = self._windows.get(client, (now, 0))
-        if now - start >= self.window_s:
-            start, count = now, 0
-        allowed = count < self.limit
+    def __init__(self, max_clients: int = DEFAULT_MAX_CLIENTS) -> None:
+        self._windows = _Windows(max_clients)
+
+    def hit(self, client: str, now: float, quota: Quota) -> Decision:
+        window = self._windows.current(client, now, quota.window_s)
+        allowed = window.count < quota.requests
         if allowed:
-            count += 1
-        if len(self._windows) >= self._max_clients and client not in self._windows:
-            self._forget_expired(now)
-        self._windows[client] = (start, count)
-        reset = max(1, math.ceil(start + self.window_s - now))
-        return Decision(allowed, self.limit, self.limit - count, reset, self.window_s)
+            window.count += 1
+        remaining = max(0, quota.requests - window.count)
+        return Decision(allowed, quota.requests, remaining, window.reset_s(now), quota.window_s)
 
-    def _forget_expired(self, now: float) -> None:
-        for client in [c for c, (s, _) in self._windows.items() if now - s >= self.window_s]:
-            del self._windows[client]
+    def __len__(self) -> int:
+        return len(self._windows)
+
+
+class FailureLimiter:
+    """Failed authentications per client address: `limit` per window, then blocked.
+
+    Once an address has failed `limit` times in a window, every request from it answers 429
+    until the window (which began at its first failure) ends, even one with a correct key: a
+    guesser learns nothing from the answers. Successes neither count nor reset the count.
+    """
+
+    def __init__(self, limit: int, window_s: float, max_clients: int = DEFAULT_MAX_CLIENTS) -> None:
+        self.quota = Quota(limit, window_s)
+        self._windows = _Windows(max_clients)
+
+    def blocked(self, address: str, now: float) -> Decision | None:
+        """The refusal for an address that used up its failures, or None when it may try."""
+        window = self._windows.peek(address, now)
+        if window is None or window.count < self.quota.requests:
+            return None
+        return Decision(False, self.quota.requests, 0, window.reset_s(now), self.quota.window_s)
+
+    def failed(self, address: str, now: float) -> Decision:
+        """Count one failure; the decision says how many the address has left."""
+        window = self._windows.current(address, now, self.quota.window_s)
+        window.count = min(window.count + 1, self.quota.requests)
+        remaining = self.quota.requests - window.count
+        return Decision(
+            remaining > 0, self.quota.requests, remaining, window.reset_s(now), self.quota.window_s
+        )
+
+    def status(self, address: str, now: float) -> Decision:
+        """What the address has left, without counting anything (for the headers)."""
+        window = self._windows.peek(address, now)
+        used, reset = (
+            (0, math.ceil(self.quota.window_s))
+            if window is None
+            else (
+                window.count,
+                window.reset_s(now),
+            )
+        )
+        remaining = self.quota.requests - used
+        return Decision(
+            remaining > 0, self.quota.requests, remaining, max(1, reset), self.quota.window_s
+        )
+
+    def __len__(self) -> int:
+        return len(self._windows)

@@ -7,7 +7,7 @@ decodes only the other side's union, so a worker cannot forge a core message.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -109,10 +109,15 @@ class EventDone(_Msg, tag="event_done"):
 
 
 class Log(_Msg, tag="log"):
+    """A log record. `in_call`: emitted while serving a Call (false, and omitted on the wire,
+    outside calls); such records are the caller's failure and do not feed the error-storm
+    rule."""
+
     level: int
     logger: str
     message: str
     created: float = 0.0
+    in_call: bool = False
 
 
 WorkerMessage = (
@@ -144,14 +149,79 @@ class Welcome(_Msg, tag="welcome"):
     config: dict[str, Any] = {}
 
 
+class RateLimitInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The request budget the core applies to an HTTP request's key."""
+
+    limit: int
+    window_s: float
+
+
+class HttpRequest(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
+    """A request a plugin listener forwards in `Call.http`, after the core authenticated it,
+    rate-limited it and scoped it to the call's property.
+
+    `body` is the decoded JSON body (nested at most 32 deep) or nil; `base_url` is where
+    clients reach the listener (its configured `public_url`, else the address the request
+    arrived on; never the Host header): build handed-out URLs from it. `auth` says how the
+    client proved itself. `caller` is an opaque value the core signed for the request's key;
+    hand it back unchanged in `streams.token` (it is how a stream token dies with its key).
+    """
+
+    method: str
+    path: str
+    path_params: dict[str, str] = {}
+    query: dict[str, str] = {}
+    body: Any = None
+    base_url: str = ""
+    auth: Literal["key", "stream_token"] = "key"
+    caller: str = ""
+    rate_limit: RateLimitInfo | None = None
+
+    def handler_params(self) -> dict[str, Any]:
+        """The `params` a Python handler receives for this request (the SDK's shape)."""
+        params: dict[str, Any] = {
+            "method": self.method,
+            "path": dict(self.path_params),
+            "query": dict(self.query),
+            "body": self.body,
+            "base_url": self.base_url,
+            "auth": self.auth,
+        }
+        if self.caller:
+            params["caller"] = self.caller
+        if self.rate_limit is not None:
+            params["rate_limit"] = {
+                "limit": self.rate_limit.limit,
+                "window_s": self.rate_limit.window_s,
+            }
+        return params
+
+
 class Call(_Msg, tag="call"):
-    """Invoke a handler for one property. `deadline_ms` is the time the caller will wait."""
+    """Invoke a handler for one property. `deadline_ms` is the time the caller will wait.
+
+    A listener's call carries its request in `http` (and no `params`); other calls (admin
+    calls, test gates, hooks) carry `params`.
+    """
 
     id: int
     handler: str
     property: str
     params: dict[str, Any] = {}
     deadline_ms: int = 0
+    http: HttpRequest | None = None
+
+
+CallParams = dict[str, Any] | HttpRequest  # what a handler is called with
+
+
+def call_message(
+    call_id: int, handler: str, property_id: str, params: CallParams, deadline_ms: int
+) -> Call:
+    """The Call for `params`: an HttpRequest travels typed in `http`, a dict in `params`."""
+    if isinstance(params, HttpRequest):
+        return Call(call_id, handler, property_id, deadline_ms=deadline_ms, http=params)
+    return Call(call_id, handler, property_id, params, deadline_ms)
 
 
 class Cancel(_Msg, tag="cancel"):

@@ -6,7 +6,8 @@
     streams.token      streams:read   {camera, stream, protocol, ttl_s} -> {token, expires_at, ...}
     streams.verify     streams:read   {token, camera}               -> claims (403 when refused)
 
-A camera of another property is `not_found`, exactly like an unknown one.
+Parameters arrive decoded and bounded (`lanes/calls.py`). A camera of another property is
+`not_found`, exactly like an unknown one.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import trio
 
 from ..cameras.demo import render_frame
 from ..errors import BadRequest, NotFound
+from ..security import ha_keys
 from ..store import records
-from .request import CoreRequest
+from .calls import CameraParams, NoParams, StreamsTokenParams, StreamsVerifyParams
+from .request import CoreFn, CoreRequest
 
 PROTOCOLS = ["mjpeg", "jpeg"]
 
@@ -33,63 +36,62 @@ def camera_view(row: records.CameraRow) -> dict[str, Any]:
     }
 
 
-def _text(r: CoreRequest, name: str) -> str:
-    value = r.params.get(name)
-    if not isinstance(value, str) or not value:
-        raise BadRequest(f"{name} must be a non-empty string")
-    return value
-
-
-def _camera(r: CoreRequest) -> records.CameraRow:
-    camera_id = _text(r, "camera")
+def _camera(r: CoreRequest, camera_id: str) -> records.CameraRow:
     row = records.get_camera(r.db, r.property, camera_id)
     if row is None:
         raise NotFound(f"no camera {camera_id!r}", {"camera": camera_id})
     return row
 
 
-async def cameras_list(r: CoreRequest) -> list[dict[str, Any]]:
+async def cameras_list(r: CoreRequest, p: NoParams) -> list[dict[str, Any]]:
     return [camera_view(row) for row in records.cameras_of(r.db, r.property)]
 
 
-async def cameras_get(r: CoreRequest) -> dict[str, Any]:
-    return camera_view(_camera(r))
+async def cameras_get(r: CoreRequest, p: CameraParams) -> dict[str, Any]:
+    return camera_view(_camera(r, p.camera))
 
 
-async def cameras_snapshot(r: CoreRequest) -> bytes:
+async def cameras_snapshot(r: CoreRequest, p: CameraParams) -> bytes:
     """A frame, passed through the property's `snapshot.annotate` hooks."""
-    row = _camera(r)
+    row = _camera(r, p.camera)
     jpeg = await trio.to_thread.run_sync(render_frame, row.name)
     annotated = await r.hooks("snapshot.annotate", {"camera": row.id, "jpeg": jpeg})
     result = annotated.get("jpeg")
     return result if isinstance(result, bytes) and result[:2] == b"\xff\xd8" else jpeg
 
 
-async def streams_token(r: CoreRequest) -> dict[str, Any]:
-    row = _camera(r)
-    stream = r.params.get("stream") or "main"
-    protocol = r.params.get("protocol") or "mjpeg"
+async def streams_token(r: CoreRequest, p: StreamsTokenParams) -> dict[str, Any]:
+    row = _camera(r, p.camera)
+    stream = p.stream or "main"
+    protocol = p.protocol or "mjpeg"
     if stream != "main":
         raise NotFound(f"camera {row.id!r} has no stream {stream!r}")
     if protocol not in PROTOCOLS:
         raise BadRequest(f"protocol must be one of {PROTOCOLS}")
-    ttl = r.params.get("ttl_s")
-    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)):
-        raise BadRequest("ttl_s must be a number of seconds")
-    return r.streams.issue(r.property, row.id, stream, protocol, ttl_s=ttl)
+    # bound to the key of the listener request the plugin serves: it dies with that key
+    return ha_keys.issue_stream_token(
+        r.db,
+        r.streams,
+        p.caller,
+        r.property,
+        row.id,
+        stream=stream,
+        protocol=protocol,
+        ttl_s=p.ttl_s,
+    )
 
 
-async def streams_verify(r: CoreRequest) -> dict[str, Any]:
-    claims = r.streams.verify(_text(r, "token"), r.params.get("camera"))
+async def streams_verify(r: CoreRequest, p: StreamsVerifyParams) -> dict[str, Any]:
+    claims = r.streams.verify(p.token, p.camera)
     if claims["prop"] != r.property:
         raise NotFound("no such stream")
     return claims
 
 
-CALLS = {
-    "cameras.list": ("cameras:read", cameras_list),
-    "cameras.get": ("cameras:read", cameras_get),
-    "cameras.snapshot": ("streams:read", cameras_snapshot),
-    "streams.token": ("streams:read", streams_token),
-    "streams.verify": ("streams:read", streams_verify),
+HANDLERS: dict[str, CoreFn] = {
+    "cameras.list": cameras_list,
+    "cameras.get": cameras_get,
+    "cameras.snapshot": cameras_snapshot,
+    "streams.token": streams_token,
+    "streams.verify": streams_verify,
 }

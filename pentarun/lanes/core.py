@@ -2,9 +2,13 @@
 
 Every call is checked in this order, whatever the worker sends:
   1. the token verifies (signature, expiry, generation) and belongs to the calling plugin;
-  2. the call's property is one of the token's assigned properties (refusals are audited);
-  3. the call name exists;  4. the token carries the call's scope.
-Only then does the call run, confined to that one plugin and property.
+  2. the call's property is one of the token's assigned properties;
+  3. the call name exists;  4. the token carries the call's scope;
+  5. the params decode into the call's Struct (`lanes/calls.py`): a parameter the call does
+     not take is refused by name, and one naming another property is a cross-property attempt.
+Only then does the call run, confined to that one plugin and property, with typed params.
+Every refusal — these five and a handler's own permission refusal (`CoreRequest.refuse`) — is
+audited with a risk score from `calls.refusal_risk`.
 """
 
 from __future__ import annotations
@@ -12,20 +16,36 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
-
-from ..errors import BadRequest, NotFound, PentarunError, PropertyNotAssigned, ScopeDenied
+from ..errors import (
+    BadRequest,
+    NotFound,
+    PentarunError,
+    PropertyNotAssigned,
+    ScopeDenied,
+    TokenInvalid,
+)
 from ..ipc.messages import CoreCall
 from ..security.stream_tokens import StreamTokens
-from ..security.tokens import PluginTokens
+from ..security.tokens import PluginClaims, PluginTokens
 from ..store import records
 from ..store.db import Database
-from .cameras import CALLS as CAMERA_CALLS
+from .calls import (
+    CONTRACTS,
+    TOKEN_REFUSALS,
+    Contract,
+    NoParams,
+    Params,
+    Refusal,
+    StoreKeyParams,
+    StoreSetParams,
+    audit_type,
+    clip,
+    decode_params,
+    foreign_property,
+    refusal_risk,
+)
+from .cameras import HANDLERS as CAMERA_HANDLERS
 from .request import CoreFn, CoreRequest
-
-MAX_STATE_KEY = 256
-MAX_STATE_VALUE = 64 * 1024
-
 
 HookRunner = Callable[[str, str, dict[str, Any], str], Awaitable[dict[str, Any]]]
 
@@ -35,92 +55,160 @@ async def _no_hooks(name: str, prop: str, payload: dict[str, Any], caller: str) 
 
 
 class CoreApi:
-    def __init__(self, db: Database, tokens: PluginTokens, streams: StreamTokens) -> None:
+    def __init__(
+        self,
+        db: Database,
+        tokens: PluginTokens,
+        streams: StreamTokens,
+        *,
+        hook_runner: HookRunner = _no_hooks,
+        publish: CoreFn | None = None,
+    ) -> None:
+        """`hook_runner` runs a hook: (hook name, property, payload, calling plugin) -> payload;
+        `publish` is the `events.publish` handler (or `register` it later)."""
         self.db = db
         self.tokens = tokens
         self.streams = streams
-        self._calls: dict[str, tuple[str | None, CoreFn]] = {}
-        # (hook name, property, payload, calling plugin) -> payload; the supervisor sets it
-        self.hook_runner: HookRunner = _no_hooks
-        for name, fn in _STORE_CALLS.items():
-            self.register(name, None, fn)
-        self.register("properties.get", "properties:read", _property_get)
-        for name, (scope, camera_fn) in CAMERA_CALLS.items():
-            self.register(name, scope, camera_fn)
+        self.hook_runner = hook_runner
+        self._handlers: dict[str, CoreFn] = {
+            **_STORE_HANDLERS,
+            "properties.get": _property_get,
+            **CAMERA_HANDLERS,
+        }
+        if publish is not None:
+            self.register("events.publish", "events:publish", publish)
 
     def register(self, name: str, scope: str | None, fn: CoreFn) -> None:
-        self._calls[name] = (scope, fn)
+        """Bind the handler of a call declared in `calls.CONTRACTS` (with that scope)."""
+        contract = CONTRACTS.get(name)
+        if contract is None or contract.scope != scope:
+            raise ValueError(f"core call {name!r} with scope {scope!r} is not in CONTRACTS")
+        self._handlers[name] = fn
 
     async def handle(self, plugin_key: str, call: CoreCall) -> Any:
-        try:
-            claims = self.tokens.verify(call.token, plugin_key)
-            if call.property not in claims.props:
-                raise PropertyNotAssigned(
-                    f"plugin {plugin_key!r} is not assigned to property {call.property!r}",
-                    {"property": call.property},
-                )
-            entry = self._calls.get(call.name)
-            if entry is None:
-                raise NotFound(f"unknown core call {call.name!r}", {"call": call.name})
-            scope, fn = entry
-            if scope is not None and scope not in claims.scp:
-                raise ScopeDenied(
-                    f"core call {call.name!r} needs scope {scope!r}", {"scope": scope}
-                )
-        except PentarunError as exc:
-            records.audit(
-                self.db,
-                f"plugin:{plugin_key}",
-                "security.core_call_refused",
-                plugin=plugin_key,
-                property_id=call.property,
-                detail={"call": call.name, "code": exc.error_code, "message": exc.message},
-            )
-            raise
+        contract, fn, params = self._admit(plugin_key, call)
 
         async def hooks(name: str, payload: dict[str, Any]) -> dict[str, Any]:
             return await self.hook_runner(name, call.property, payload, plugin_key)
 
-        return await fn(
-            CoreRequest(plugin_key, call.property, call.params, self.db, self.streams, hooks)
+        def refuse(error: PentarunError) -> PentarunError:
+            return self._refused(plugin_key, call, Refusal.FORBIDDEN, error, scope=contract.scope)
+
+        request = CoreRequest(plugin_key, call.property, self.db, self.streams, hooks, refuse)
+        return await fn(request, params)
+
+    def _admit(self, plugin_key: str, call: CoreCall) -> tuple[Contract, CoreFn, Params]:
+        """The checks of the module docstring, in order; each refusal audited, then raised."""
+        claims = self._verify(plugin_key, call)
+        if call.property not in claims.props:
+            raise self._refused(
+                plugin_key,
+                call,
+                Refusal.PROPERTY_NOT_ASSIGNED,
+                PropertyNotAssigned(
+                    f"plugin {plugin_key!r} is not assigned to property {clip(call.property)!r}",
+                    {"property": clip(call.property, 200)},
+                ),
+            )
+        contract, fn = CONTRACTS.get(call.name), self._handlers.get(call.name)
+        if contract is None or fn is None:
+            raise self._refused(
+                plugin_key,
+                call,
+                Refusal.UNKNOWN_CALL,
+                NotFound(f"unknown core call {clip(call.name)!r}", {"call": clip(call.name)}),
+            )
+        if contract.scope is not None and contract.scope not in claims.scp:
+            raise self._refused(
+                plugin_key,
+                call,
+                Refusal.SCOPE_DENIED,
+                ScopeDenied(
+                    f"core call {call.name!r} needs scope {contract.scope!r}",
+                    {"scope": contract.scope},
+                ),
+                scope=contract.scope,
+            )
+        try:
+            params = decode_params(call.name, contract, call.params)
+        except BadRequest as exc:
+            named = foreign_property(call.params, call.property)
+            if named is None:
+                raise self._refused(
+                    plugin_key, call, Refusal.BAD_PARAMETERS, exc, scope=contract.scope
+                ) from None
+            raise self._refused(
+                plugin_key,
+                call,
+                Refusal.CROSS_PROPERTY_PARAMETER,
+                exc,
+                scope=contract.scope,
+                extra={"named_property": named},
+            ) from None
+        return contract, fn, params
+
+    def _verify(self, plugin_key: str, call: CoreCall) -> PluginClaims:
+        try:
+            return self.tokens.verify(call.token, plugin_key)
+        except TokenInvalid as exc:
+            refusal = TOKEN_REFUSALS.get(str(exc.details.get("reason")), Refusal.FORGED_TOKEN)
+            raise self._refused(plugin_key, call, refusal, exc) from None
+
+    def _refused(
+        self,
+        plugin_key: str,
+        call: CoreCall,
+        refusal: Refusal,
+        error: PentarunError,
+        *,
+        scope: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> PentarunError:
+        """Audit a refusal with its risk score; returns `error` for the caller to raise."""
+        records.audit(
+            self.db,
+            f"plugin:{plugin_key}",
+            audit_type(refusal),
+            plugin=plugin_key,
+            property_id=clip(call.property, 200),
+            risk_score=refusal_risk(refusal, scope),
+            detail={
+                "call": clip(call.name),
+                "refusal": refusal.value,
+                "code": error.error_code,
+                "message": error.message,
+                **({"scope": scope} if scope else {}),
+                **(extra or {}),
+            },
         )
+        return error
 
 
-def _key(request: CoreRequest) -> str:
-    key = request.params.get("key")
-    if not isinstance(key, str) or not 0 < len(key) <= MAX_STATE_KEY:
-        raise BadRequest(f"store key must be a string of 1..{MAX_STATE_KEY} characters")
-    return key
-
-
-async def _store_get(r: CoreRequest) -> Any:
-    found, value = records.state_get(r.db, r.plugin, r.property, _key(r))
+async def _store_get(r: CoreRequest, p: StoreKeyParams) -> dict[str, Any]:
+    found, value = records.state_get(r.db, r.plugin, r.property, p.key)
     return {"found": found, "value": value}
 
 
-async def _store_set(r: CoreRequest) -> None:
-    value = r.params.get("value")
-    if len(msgspec.msgpack.encode(value)) > MAX_STATE_VALUE:
-        raise BadRequest(f"store value larger than {MAX_STATE_VALUE} bytes")
-    await records.state_set(r.db, r.plugin, r.property, _key(r), value)
+async def _store_set(r: CoreRequest, p: StoreSetParams) -> None:
+    await records.state_set(r.db, r.plugin, r.property, p.key, p.value)
 
 
-async def _store_delete(r: CoreRequest) -> None:
-    await records.state_delete(r.db, r.plugin, r.property, _key(r))
+async def _store_delete(r: CoreRequest, p: StoreKeyParams) -> None:
+    await records.state_delete(r.db, r.plugin, r.property, p.key)
 
 
-async def _store_keys(r: CoreRequest) -> list[str]:
+async def _store_keys(r: CoreRequest, p: NoParams) -> list[str]:
     return records.state_keys(r.db, r.plugin, r.property)
 
 
-async def _property_get(r: CoreRequest) -> Any:
+async def _property_get(r: CoreRequest, p: NoParams) -> dict[str, Any]:
     row = records.get_property(r.db, r.property)
     if row is None:
         raise NotFound(f"property {r.property!r} not found")
     return {"id": row.id, "name": row.name}
 
 
-_STORE_CALLS: dict[str, CoreFn] = {
+_STORE_HANDLERS: dict[str, CoreFn] = {
     "store.get": _store_get,
     "store.set": _store_set,
     "store.delete": _store_delete,

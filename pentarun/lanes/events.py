@@ -12,34 +12,40 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import BadRequest, Forbidden
+from ..supervisor.directory import Directory
+from .calls import EventsPublishParams
 from .request import CoreRequest
 
-if TYPE_CHECKING:
-    from ..supervisor.supervisor import Supervisor
-
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
-MAX_DATA = 64 * 1024
+
+
+def _ignore(event: dict[str, Any]) -> None:
+    return None
 
 
 class EventLane:
-    def __init__(self, supervisor: Supervisor) -> None:
-        self.supervisor = supervisor
-        self.on_published: Callable[[dict[str, Any]], None] = lambda event: None
+    def __init__(
+        self, directory: Directory, on_published: Callable[[dict[str, Any]], None] = _ignore
+    ) -> None:
+        """`on_published` sees every event published (the live feed mirrors them)."""
+        self.directory = directory
+        self.on_published = on_published
 
     def _declared(self, key: str, direction: str) -> list[str]:
-        actor = self.supervisor.directory.get(key)
-        events = actor.manifest.get("events", {}) if actor else {}
-        return list(events.get(direction, [])) if isinstance(events, dict) else []
+        actor = self.directory.get(key)
+        if actor is None:
+            return []
+        return list(getattr(actor.manifest.events, direction))
 
     def publish(self, event_type: str, property_id: str, data: dict[str, Any], source: str) -> int:
         """Deliver to every subscriber of this property; returns how many took it."""
         if not EVENT_TYPE.match(event_type):
             raise BadRequest("event types look like 'camera.motion'", {"type": event_type})
         delivered = 0
-        for actor in self.supervisor.directory.serving(property_id):
+        for actor in self.directory.serving(property_id):
             key = actor.key
             if source == f"plugin:{key}":
                 continue
@@ -57,14 +63,14 @@ class EventLane:
         )
         return delivered
 
-    async def core_publish(self, r: CoreRequest) -> int:
-        """The `events.publish` core call (scope events:publish is checked by the core)."""
-        event_type = r.params.get("type")
-        data = r.params.get("data") or {}
-        if not isinstance(event_type, str) or not isinstance(data, dict):
-            raise BadRequest("events.publish takes a type and a data object")
-        if event_type not in self._declared(r.plugin, "publish"):
-            raise Forbidden(
-                f"{r.plugin!r} does not declare publishing {event_type!r}", {"type": event_type}
+    async def core_publish(self, r: CoreRequest, p: EventsPublishParams) -> int:
+        """The `events.publish` core call (scope events:publish is checked by the core; the
+        type must be one the plugin's manifest declares under `events.publish`)."""
+        if p.event_type not in self._declared(r.plugin, "publish"):
+            raise r.refuse(
+                Forbidden(
+                    f"{r.plugin!r} does not declare publishing {p.event_type!r}",
+                    {"type": p.event_type},
+                )
             )
-        return self.publish(event_type, r.property, data, source=f"plugin:{r.plugin}")
+        return self.publish(p.event_type, r.property, p.data, source=f"plugin:{r.plugin}")

@@ -1,8 +1,16 @@
-"""What the plugin author's commands do: scaffold, check, pack, sign, test (cli.py parses)."""
+"""What the plugin author's commands do: scaffold, check, pack, sign, test (cli.py parses).
+
+A checked plugin with problems raises `ProblemsFound` (the CLI exits 1, as for a failed gate);
+any other `AuthoringError` means the command could not run (exit 2). Private keys are written
+mode 0600 and never into a git work tree that does not ignore them.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +24,9 @@ from ..security.trust import load_trust_store
 from . import installer
 from .builder import pack, package_name, read_tree, sign_package
 from .gates import Report, run_gates
+from .implementation import static_warnings
 from .manifest import KEY
-from .package import InspectContext, Package, inspect_files, inspect_package
+from .package import ENTRYPOINT, InspectContext, Package, inspect_files, inspect_package
 from .problems import Problem
 
 Say = Callable[[str], None]
@@ -25,6 +34,14 @@ Say = Callable[[str], None]
 
 class AuthoringError(Exception):
     """A command cannot go on; the message tells the author what to fix."""
+
+
+class ProblemsFound(AuthoringError):
+    """The checked plugin has problems (every one is listed in the message)."""
+
+    def __init__(self, path: Path, problems: list[Problem]) -> None:
+        super().__init__(f"{path}: {len(problems)} problem(s)\n{format_problems(problems)}")
+        self.problems = problems
 
 
 def scaffold(name: str, parent: Path) -> Path:
@@ -127,15 +144,27 @@ def inspect_path(path: Path, ctx: InspectContext) -> tuple[Package | None, list[
     return inspect_package(path.read_bytes(), ctx)
 
 
+def warnings_of(package: Package) -> list[Problem]:
+    """What a static look finds suspicious without failing the check (see implementation.py)."""
+    source = package.files.get(ENTRYPOINT, b"").decode("utf-8", errors="replace")
+    return static_warnings(package.manifest, source)
+
+
+def check_path(path: Path, ctx: InspectContext) -> tuple[Package, list[Problem]]:
+    """The plugin and its warnings, or ProblemsFound."""
+    package, problems = inspect_path(path, ctx)
+    if package is None:
+        raise ProblemsFound(path, problems)
+    return package, warnings_of(package)
+
+
 def format_problems(problems: list[Problem]) -> str:
     width = max((len(p.code) for p in problems), default=0)
     return "\n".join(f"  {p.code:<{width}}  {p.path or '-'}: {p.message}" for p in problems)
 
 
 def pack_directory(root: Path, out_dir: Path, publisher: str, ctx: InspectContext) -> Path:
-    package, problems = inspect_path(root, ctx)
-    if package is None:
-        raise AuthoringError(f"{root} has problems:\n{format_problems(problems)}")
+    check_path(root, ctx)
     files = read_tree(root)
     data = pack(files, publisher)
     out = out_dir / package_name(files)
@@ -146,19 +175,58 @@ def pack_directory(root: Path, out_dir: Path, publisher: str, ctx: InspectContex
 def sign_zip(path: Path, key_file: Path, key_id: str, out: Path) -> Path:
     package, problems = inspect_package(path.read_bytes(), InspectContext(__version__))
     if package is None:
-        raise AuthoringError(f"{path} has problems:\n{format_problems(problems)}")
+        raise ProblemsFound(path, problems)
     out.write_bytes(sign_package(package.files, key_file.read_bytes(), key_id))
     return out
 
 
+def git_work_tree(path: Path) -> Path | None:
+    """The git work tree that `path` (existing or not) would be inside, if any."""
+    for parent in (path, *path.parents):
+        if (parent / ".git").exists():
+            return parent
+    return None
+
+
+def unignored_in_work_tree(path: Path) -> str | None:
+    """Why writing a secret at `path` would risk committing it, or None when it is safe."""
+    path = path.resolve()
+    root = git_work_tree(path.parent)
+    if root is None:
+        return None
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(root), "check-ignore", "-q", "--no-index", str(path)],
+            capture_output=True,
+            check=False,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None  # no git to commit it with either
+    if result.returncode == 0:
+        return None
+    return (
+        f"{path} would be inside the git work tree {root} and git does not ignore it: "
+        f"add 'keys/' or '*.key' to {root / '.gitignore'}, or write it elsewhere with --out"
+    )
+
+
 def generate_keys(out_dir: Path, key_id: str) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    private_pem, public_pem = signing.generate_key()
+    """A new Ed25519 key pair: `<key_id>.key` (private, mode 0600) and `<key_id>.pub`."""
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", key_id):
+        raise AuthoringError(f"{key_id!r} is not a key id: letters, digits, '.', '_', '-'")
     private, public = out_dir / f"{key_id}.key", out_dir / f"{key_id}.pub"
+    why = unignored_in_work_tree(private)
+    if why is not None:
+        raise AuthoringError(f"refusing to write a private key: {why}")
     if private.exists() or public.exists():
         raise AuthoringError(f"{private} or {public} already exists")
-    private.touch(mode=0o600)
-    private.write_bytes(private_pem)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    private_pem, public_pem = signing.generate_key()
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(private_pem)
+    os.chmod(private, 0o600)  # whatever the umask
     public.write_bytes(public_pem)
     return private, public
 
@@ -166,9 +234,9 @@ def generate_keys(out_dir: Path, key_id: str) -> tuple[Path, Path]:
 async def test_path(path: Path, config: Config, ctx: InspectContext, say: Say) -> Report:
     """The server's own gates against a source tree or a zip, staged in a temporary directory."""
     say(f"checking {path}")
-    package, problems = inspect_path(path, ctx)
-    if package is None:
-        raise AuthoringError(f"{path} has problems:\n{format_problems(problems)}")
+    package, warnings = check_path(path, ctx)
+    for warning in warnings:
+        say(f"warning: {warning.code}  {warning.path}: {warning.message}")
     with tempfile.TemporaryDirectory(prefix="pentarun-test-") as tmp:
         tree = Path(tmp) / package.key
         installer.write_tree(dict(package.files), tree)

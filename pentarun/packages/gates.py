@@ -39,6 +39,7 @@ from ..supervisor.policy import Phase
 from ..supervisor.process import WorkerSpec
 from ..supervisor.streams import StreamReply
 from ..supervisor.supervisor import Supervisor
+from .implementation import missing_from_hello
 from .manifest import Manifest
 from .testplan import Case, TestPlan
 
@@ -116,14 +117,19 @@ async def _harness(
             supervisor = Supervisor(config, db, PluginTokens())
             await nursery.start(supervisor.run)
             await records.upsert_plugin(
-                db, manifest.key, name=manifest.name, version=manifest.version, state="TESTING"
+                db,
+                manifest.key,
+                name=manifest.name,
+                version=manifest.version,
+                state="TESTING",
+                manifest=manifest,
             )
             for pid, name in FIXTURE_PROPERTIES:
                 await records.create_property(db, pid, name)
             for pid, camera, name in FIXTURE_CAMERAS:
                 await records.create_camera(db, pid, camera, name=name, source={"kind": "demo"})
             await records.assign_property(db, manifest.key, HOME)
-            actor = await supervisor.add(spec, msgspec.to_builtins(manifest))
+            actor = await supervisor.add(spec, manifest)
             try:
                 yield _Harness(db, supervisor, actor, manifest, plan, config.call_timeout_s, burst)
             finally:
@@ -196,13 +202,26 @@ async def _self_gate(h: _Harness) -> GateResult:
             ],
         )
     cases.append(CaseResult("starts and completes the handshake", True, duration_ms=took))
+    hello = h.actor.hello
+    missing = (
+        ["its hello (none was recorded)"]
+        if hello is None
+        else missing_from_hello(h.manifest, hello.handlers, hello.hooks, hello.events)
+    )
+    cases.append(
+        CaseResult(
+            "implements what definition.json declares",
+            not missing,
+            "the worker does not implement: " + ", ".join(missing) if missing else "",
+        )
+    )
     health = await h.actor.probe_health()
     cases.append(
         CaseResult(
             "answers health",
-            bool(health["ok"]),
-            "" if health["ok"] else str(health.get("error")),
-            health["latency_ms"],
+            health.ok,
+            health.error,
+            health.latency_ms,
         )
     )
     return GateResult("self", all(c.ok for c in cases), cases)

@@ -7,9 +7,10 @@ problems becomes a `Manifest`.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import msgspec
@@ -36,7 +37,7 @@ BLOCKED_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".home.
 KNOWN_FIELDS = {
     "key", "name", "version", "description", "engine", "contracts", "traits", "scopes",
     "handlers", "listener", "routes", "events", "hooks", "dependencies", "allowed_domains",
-    "security", "compliance", "health_check", "resources", "config_schema", "ui",
+    "security", "compliance", "health_check", "resources", "config_schema", "ui", "idempotent",
 }  # fmt: skip
 
 
@@ -82,8 +83,10 @@ class Compliance(msgspec.Struct, frozen=True):
 
 
 class HealthCheck(msgspec.Struct, frozen=True):
-    interval_s: float = 10.0
-    timeout_s: float = 2.0
+    """Declared values override the server's `supervisor.health_*` defaults for this plugin."""
+
+    interval_s: float | None = None
+    timeout_s: float | None = None
 
 
 class Resources(msgspec.Struct, frozen=True):
@@ -115,11 +118,37 @@ class Manifest(msgspec.Struct, frozen=True):
         default_factory=lambda: {"type": "object", "properties": {}}
     )
     ui: dict[str, str] = {}
+    # handlers safe to run twice: retried once on the next worker when one dies mid-call
+    idempotent: list[str] = []
+
+    def is_idempotent(self, handler: str, method: str | None = None) -> bool:
+        """May a call of `handler` that was in flight when its worker died run again?
+
+        Declared `idempotent` handlers may, and so may the GET routes of the plugin's listener
+        (`method` is the HTTP method of a listener call; None for other calls).
+        """
+        if handler in self.idempotent:
+            return True
+        return method == "GET" and any(
+            r.method == "GET" and r.handler == handler for r in self.routes
+        )
+
+
+def did_you_mean(word: str, choices: Collection[str]) -> str:
+    """` (did you mean 'x'?)` for the closest of `choices`, or '' when none is close."""
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class _Checker:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+
+    def unknown_fields(
+        self, obj: Mapping[str, Any], path: tuple[str | int, ...], known: Collection[str]
+    ) -> None:
+        for name in sorted(set(obj) - set(known)):
+            self.add("unknown_field", (*path, name), "unknown field" + did_you_mean(name, known))
 
     def add(self, code: str, path: tuple[str | int, ...], message: str) -> None:
         self.problems.append(Problem(f"manifest.{code}", field(FILE, *path), message))
@@ -186,8 +215,7 @@ def validate_manifest(
     if not isinstance(raw, dict):
         c.add("wrong_type", (), "definition.json must be a JSON object")
         return None, c.problems
-    for name in sorted(set(raw) - KNOWN_FIELDS):
-        c.add("unknown_field", (name,), "unknown field (check its spelling)")
+    c.unknown_fields(raw, (), KNOWN_FIELDS)
     for name in ("key", "name", "version", "engine", "traits", "security"):
         if name not in raw:
             c.add("missing_field", (name,), "required field")
@@ -236,12 +264,21 @@ def validate_manifest(
     scopes = c.strings(raw.get("scopes", []), ("scopes",))
     for i, scope in enumerate(scopes):
         if scope not in SCOPES:
-            c.add("unknown_scope", ("scopes", i), f"unknown scope {scope!r}")
+            hint = did_you_mean(scope, SCOPES)
+            c.add("unknown_scope", ("scopes", i), f"unknown scope {scope!r}{hint}")
 
     handlers = c.strings(raw.get("handlers", []), ("handlers",))
     for i, handler in enumerate(handlers):
         if not NAME.match(handler):
             c.add("invalid_name", ("handlers", i), f"must match {NAME.pattern}")
+
+    for i, name in enumerate(c.strings(raw.get("idempotent", []), ("idempotent",))):
+        if name not in handlers:
+            c.add(
+                "undeclared_handler",
+                ("idempotent", i),
+                f"{name!r} is not in handlers" + did_you_mean(name, handlers),
+            )
 
     listener_name = _check_listener(c, raw)
     _check_routes(c, raw, set(handlers), listener_name)
@@ -306,19 +343,17 @@ def _check_listener(c: _Checker, raw: dict[str, Any]) -> str | None:
     path: tuple[str | int, ...] = ("listener",)
     if not c.typed(listener, dict, path, "an object"):
         return None
-    for name in sorted(set(listener) - {"name", "port", "auth", "rate_limit"}):
-        c.add("unknown_field", (*path, name), "unknown field")
+    c.unknown_fields(listener, path, ("name", "port", "auth", "rate_limit"))
     name = listener.get("name")
     if c.typed(name, str, (*path, "name"), "a string") and not KEY.match(name):
         c.add("invalid_name", (*path, "name"), f"must match {KEY.pattern}")
     c.number(listener.get("port"), (*path, "port"), 1, 65535, integer=True)
     auth = listener.get("auth", "property_key")
-    if auth not in LISTENER_AUTH:
+    if not isinstance(auth, str) or auth not in LISTENER_AUTH:
         c.add("invalid_value", (*path, "auth"), f"must be one of {sorted(LISTENER_AUTH)}")
     limit = listener.get("rate_limit", {})
     if c.typed(limit, dict, (*path, "rate_limit"), "an object"):
-        for name2 in sorted(set(limit) - {"requests", "window_s"}):
-            c.add("unknown_field", (*path, "rate_limit", name2), "unknown field")
+        c.unknown_fields(limit, (*path, "rate_limit"), ("requests", "window_s"))
         c.number(limit.get("requests", 60), (*path, "rate_limit", "requests"), 1, 1e6, True)
         c.number(limit.get("window_s", 60), (*path, "rate_limit", "window_s"), 0.001, 86400)
     return name if isinstance(name, str) else None
@@ -338,8 +373,7 @@ def _check_routes(
         for name in ("method", "path", "handler", "listener"):
             if not isinstance(route.get(name), str):
                 c.add("missing_field", (*path, name), "required string field")
-        for name in sorted(set(route) - {"method", "path", "handler", "listener", "token_param"}):
-            c.add("unknown_field", (*path, name), "unknown field")
+        c.unknown_fields(route, path, ("method", "path", "handler", "listener", "token_param"))
         method, rpath = route.get("method"), route.get("path")
         if isinstance(method, str) and method not in METHODS:
             c.add("invalid_value", (*path, "method"), f"must be one of {sorted(METHODS)}")
@@ -354,7 +388,8 @@ def _check_routes(
             c.add("invalid_value", (*path, "token_param"), "must name a {parameter} of the path")
         handler = route.get("handler")
         if isinstance(handler, str) and handler not in handlers:
-            c.add("undeclared_handler", (*path, "handler"), f"{handler!r} is not in handlers")
+            hint = did_you_mean(handler, handlers)
+            c.add("undeclared_handler", (*path, "handler"), f"{handler!r} is not in handlers{hint}")
         on = route.get("listener")
         if isinstance(on, str) and on != listener:
             c.add("undeclared_listener", (*path, "listener"), f"no listener named {on!r}")
@@ -368,8 +403,7 @@ def _check_events(c: _Checker, raw: dict[str, Any], scopes: set[str]) -> None:
     events = raw.get("events", {})
     if not c.typed(events, dict, ("events",), "an object"):
         return
-    for name in sorted(set(events) - {"subscribe", "publish"}):
-        c.add("unknown_field", ("events", name), "unknown field")
+    c.unknown_fields(events, ("events",), ("subscribe", "publish"))
     for direction in ("subscribe", "publish"):
         for i, event in enumerate(c.strings(events.get(direction, []), ("events", direction))):
             if not EVENT.match(event):
@@ -395,8 +429,7 @@ def _check_hooks(c: _Checker, raw: dict[str, Any]) -> None:
             c.add("invalid_name", ("hooks", name), "hook names look like 'snapshot.annotate'")
         if not c.typed(hook, dict, ("hooks", name), "an object"):
             continue
-        for extra in sorted(set(hook) - {"priority", "timeout_ms"}):
-            c.add("unknown_field", ("hooks", name, extra), "unknown field")
+        c.unknown_fields(hook, ("hooks", name), ("priority", "timeout_ms"))
         c.number(hook.get("priority", 0), ("hooks", name, "priority"), -1000, 1000, True)
         c.number(hook.get("timeout_ms", 1000), ("hooks", name, "timeout_ms"), 1, 60000, True)
 
@@ -443,8 +476,7 @@ def _check_security(c: _Checker, raw: dict[str, Any]) -> list[str]:
     security = raw.get("security")
     if security is None or not c.typed(security, dict, ("security",), "an object"):
         return []
-    for name in sorted(set(security) - {"authentication_required", "data_classification"}):
-        c.add("unknown_field", ("security", name), "unknown field")
+    c.unknown_fields(security, ("security",), ("authentication_required", "data_classification"))
     if security.get("authentication_required") is not True:
         c.add("authentication_required", ("security", "authentication_required"), "must be true")
     classes = c.strings(security.get("data_classification"), ("security", "data_classification"))
@@ -468,9 +500,9 @@ def _check_compliance(c: _Checker, raw: dict[str, Any]) -> list[str]:
     compliance = raw.get("compliance", {})
     if not c.typed(compliance, dict, ("compliance",), "an object"):
         return []
-    for name in sorted(set(compliance) - {"audit_level", "hipaa_controls"}):
-        c.add("unknown_field", ("compliance", name), "unknown field")
-    if compliance.get("audit_level", "basic") not in AUDIT_LEVELS:
+    c.unknown_fields(compliance, ("compliance",), ("audit_level", "hipaa_controls"))
+    level = compliance.get("audit_level", "basic")
+    if not isinstance(level, str) or level not in AUDIT_LEVELS:
         c.add(
             "invalid_value", ("compliance", "audit_level"), f"must be one of {sorted(AUDIT_LEVELS)}"
         )
@@ -488,14 +520,12 @@ def _check_compliance(c: _Checker, raw: dict[str, Any]) -> list[str]:
 def _check_objects(c: _Checker, raw: dict[str, Any]) -> None:
     health = raw.get("health_check", {})
     if c.typed(health, dict, ("health_check",), "an object"):
-        for name in sorted(set(health) - {"interval_s", "timeout_s"}):
-            c.add("unknown_field", ("health_check", name), "unknown field")
+        c.unknown_fields(health, ("health_check",), ("interval_s", "timeout_s"))
         c.number(health.get("interval_s", 10), ("health_check", "interval_s"), 0.1, 3600)
         c.number(health.get("timeout_s", 2), ("health_check", "timeout_s"), 0.01, 600)
     resources = raw.get("resources", {})
     if c.typed(resources, dict, ("resources",), "an object"):
-        for name in sorted(set(resources) - {"memory_limit", "cpu_limit"}):
-            c.add("unknown_field", ("resources", name), "unknown field")
+        c.unknown_fields(resources, ("resources",), ("memory_limit", "cpu_limit"))
         c.number(resources.get("memory_limit", 256), ("resources", "memory_limit"), 64, 8192, True)
         c.number(resources.get("cpu_limit", 0.5), ("resources", "cpu_limit"), 0.1, 8.0)
     schema = raw.get("config_schema", {"type": "object"})
@@ -510,6 +540,8 @@ def _check_objects(c: _Checker, raw: dict[str, Any]) -> None:
     if c.typed(ui, dict, ("ui",), "an object"):
         for name, value in ui.items():
             if name != "wizard":
-                c.add("unknown_field", ("ui", name), "unknown field")
+                c.add(
+                    "unknown_field", ("ui", name), "unknown field" + did_you_mean(name, ["wizard"])
+                )
             elif c.typed(value, str, ("ui", name), "a path") and value != "ui/wizard.html":
                 c.add("invalid_value", ("ui", name), "the wizard lives at ui/wizard.html")

@@ -10,6 +10,13 @@ run again from its start (staging is rebuilt from scratch), at most `MAX_RESUMES
 which the job is REJECTED with the reason. Only VERIFIED or later can be enabled, so nothing
 half-installed ever runs. A release from QUARANTINED re-runs the whole suite on the installed
 copy; a failure there goes back to QUARANTINED, not REJECTED.
+
+Probation (SPEC §4): a `Quarantine` with `probation_at` (a crash loop of a plugin that had
+served well) keeps that time in the job; the shell's timer then feeds `ProbationDue`, which
+re-runs the full suite like a release and, when it passes, goes back to ENABLED. A failed
+attempt goes back to QUARANTINED with the next attempt's time (`retry_at` of the
+`ProbationDue` that started it; None after the last one). Each attempt's end is a
+`ProbationResult` command. An operator's release or quarantine cancels a pending probation.
 """
 
 from __future__ import annotations
@@ -48,6 +55,10 @@ class Job(msgspec.Struct, frozen=True):
     in_place: bool = False  # the tree is installed (a release re-tests it where it is)
     releasing: bool = False
     enable_when_verified: bool = False
+    probation_due_at: float | None = None  # wall-clock time of the next probation attempt
+    probation_attempts: int = 0  # attempts made since the quarantine
+    probation_retry_at: float | None = None  # the next attempt's time if this one fails
+    on_probation: bool = False  # the release under way is a probation attempt
 
 
 # --- events ---------------------------------------------------------------------------------
@@ -91,10 +102,17 @@ class Disable(Event, frozen=True):
 
 class Quarantine(Event, frozen=True):
     reason: str
+    probation_at: float | None = None  # re-test on its own at this wall-clock time
 
 
 class Release(Event, frozen=True):
     pass
+
+
+class ProbationDue(Event, frozen=True):
+    """The probation timer fired: re-test now; `retry_at` is the next attempt if this fails."""
+
+    retry_at: float | None = None
 
 
 class Resume(Event, frozen=True):
@@ -136,6 +154,22 @@ class Discard(Command, frozen=True):
     """Remove the job's staging area (and its installed tree unless it is active)."""
 
 
+class ProbationResult(Command, frozen=True):
+    """A probation attempt ended: record it (`retry_at` None: no attempt follows)."""
+
+    attempt: int
+    passed: bool
+    retry_at: float | None = None
+
+
+_NO_PROBATION: dict[str, object] = {
+    "probation_due_at": None,
+    "probation_attempts": 0,
+    "probation_retry_at": None,
+    "on_probation": False,
+}
+
+
 def _to(
     job: Job, stage: Stage, reason: str, *commands: Command, **changes: object
 ) -> tuple[Job, list[Command]]:
@@ -160,7 +194,12 @@ def step(job: Job, event: Event) -> tuple[Job, list[Command]]:
             )
         case Approved(digest=digest) if s is Stage.DEPENDENCIES_PENDING:
             if digest != job.approval_digest:
-                return job, [Refuse("the digest does not match what needs approval")]
+                return job, [
+                    Refuse(
+                        "the digest does not match what needs approval; "
+                        "echo pending_approval.digest of GET /api/plugins/<key>"
+                    )
+                ]
             return _to(
                 job, Stage.INSTALLING, "approved; installing", Run("install"), approval_digest=None
             )
@@ -170,7 +209,7 @@ def step(job: Job, event: Event) -> tuple[Job, list[Command]]:
             return _advance(job)
         case StepFailed(reason=reason) if job.running:
             if job.releasing:
-                return _to(job, Stage.QUARANTINED, f"release failed: {reason}", releasing=False)
+                return _release_failed(job, reason)
             return _to(job, Stage.REJECTED, reason, Discard())
         case Enable() if s in (Stage.VERIFIED, Stage.DISABLED):
             return _to(job, Stage.ENABLED, "enabled", StartWorker())
@@ -182,8 +221,28 @@ def step(job: Job, event: Event) -> tuple[Job, list[Command]]:
             return _to(job, Stage.DISABLED, reason, StopWorker())
         case Disable() if job.running or s is Stage.DEPENDENCIES_PENDING:
             return msgspec.structs.replace(job, enable_when_verified=False), []
-        case Quarantine(reason=reason) if s in SERVABLE:
-            return _to(job, Stage.QUARANTINED, reason, StopWorker())
+        case Quarantine(reason=reason, probation_at=at) if s in SERVABLE:
+            probation = {**_NO_PROBATION, "probation_due_at": at}
+            return _to(job, Stage.QUARANTINED, reason, StopWorker(), **probation)
+        case Quarantine(reason=reason, probation_at=None) if (
+            s is Stage.QUARANTINED and job.probation_due_at is not None
+        ):
+            return _to(job, Stage.QUARANTINED, f"{reason} (probation cancelled)", **_NO_PROBATION)
+        case ProbationDue(retry_at=retry_at) if (
+            s is Stage.QUARANTINED and job.probation_due_at is not None
+        ):
+            attempt = job.probation_attempts + 1
+            return _to(
+                job,
+                Stage.TESTING,
+                f"probation attempt {attempt}: running the full test suite",
+                Run("test"),
+                releasing=True,
+                on_probation=True,
+                probation_attempts=attempt,
+                probation_due_at=None,
+                probation_retry_at=retry_at,
+            )
         case Release() if s is Stage.QUARANTINED:
             return _to(
                 job,
@@ -191,6 +250,7 @@ def step(job: Job, event: Event) -> tuple[Job, list[Command]]:
                 "release: running the full test suite",
                 Run("test"),
                 releasing=True,
+                **_NO_PROBATION,
             )
         case Release():
             return job, [
@@ -199,6 +259,23 @@ def step(job: Job, event: Event) -> tuple[Job, list[Command]]:
         case Resume():
             return _resume(job)
     return job, []
+
+
+def _release_failed(job: Job, reason: str) -> tuple[Job, list[Command]]:
+    """A release (or a probation attempt) failed: back to QUARANTINED; probation goes on."""
+    if not job.on_probation:
+        return _to(job, Stage.QUARANTINED, f"release failed: {reason}", releasing=False)
+    attempt, retry_at = job.probation_attempts, job.probation_retry_at
+    return _to(
+        job,
+        Stage.QUARANTINED,
+        f"probation attempt {attempt} failed: {reason}",
+        ProbationResult(attempt, False, retry_at),
+        releasing=False,
+        on_probation=False,
+        probation_due_at=retry_at,
+        probation_retry_at=None,
+    )
 
 
 def _advance(job: Job) -> tuple[Job, list[Command]]:
@@ -212,6 +289,18 @@ def _advance(job: Job) -> tuple[Job, list[Command]]:
         case "promote":
             return _to(
                 job, Stage.INSTALLED, "verifying the installed copy", Run("verify"), in_place=True
+            )
+        case "verify" if job.on_probation:
+            return _to(
+                job,
+                Stage.ENABLED,
+                f"verified; released by probation attempt {job.probation_attempts}",
+                Activate(),
+                StartWorker(),
+                ProbationResult(job.probation_attempts, True),
+                releasing=False,
+                enable_when_verified=False,
+                **_NO_PROBATION,
             )
         case "verify" if job.enable_when_verified and not job.releasing:
             return _to(
@@ -238,7 +327,7 @@ def _resume(job: Job) -> tuple[Job, list[Command]]:
         if job.resumes >= MAX_RESUMES:
             reason = f"interrupted {job.resumes + 1} times during {s.value} ({job.running})"
             if job.releasing:
-                return _to(job, Stage.QUARANTINED, reason, releasing=False)
+                return _release_failed(job, reason)
             return _to(job, Stage.REJECTED, reason, Discard())
         return _to(
             job,

@@ -1,119 +1,99 @@
-"""The install service: carries out the pipeline's commands (the I/O shell of pipeline.step).
+"""The install service: what operators (and the supervisor's events) ask of installed plugins.
 
-Every change to an install job goes through `_drive(install_id, event)` under the plugin's
-lock: load the job, `step()`, store the new job, then carry out the commands. Long steps
-(install, test, promote, verify) run as background tasks that end by driving StepDone or
-StepFailed. At start, `recover()` feeds every unfinished job `Resume`, so a server killed at
-any point comes back consistent (see pipeline.py).
+It composes the parts of installing: `PackageReader` and `Steps` (steps.py) do the I/O of each
+step, `Driver` (driver.py) steps the pure pipeline and carries out its commands, `Workers`
+(workers.py) is the one start path of a worker and its listener. Collaborators arrive through
+the constructor; the service subscribes to the supervisor's actor events there.
+
+The service is the one writer of a plugin's state (the `enhanced_plugins` row): installed
+plugins through the driver, plugins run from source (`run_from_source`) here. A `Quarantined`
+event from the supervisor drives the pipeline like an operator's quarantine; with
+`probation=True` (a crash loop of a plugin that had served well) it schedules probation.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import time
 import uuid
-from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import trio
 
-from .. import __version__
 from ..config import Config
-from ..errors import Conflict, NotFound, Unprocessable
-from ..security import signing
-from ..security.scopes import SCOPES, Level, needs_approval, risk_score
-from ..security.trust import load_trust_store
+from ..errors import BadRequest, Conflict, NotFound, Unprocessable
+from ..security.scopes import risk_score
+from ..security.trust import TrustStore
 from ..store import records
 from ..store.db import Database
+from ..supervisor.actor import WorkerActor
+from ..supervisor.events import ActorEvent, Quarantined
 from ..supervisor.policy import Phase
 from ..supervisor.supervisor import Supervisor
 from . import installer
-from .archive import ArchiveLimits
-from .gates import Report, run_gates
-from .installer import InstallError, Layout
+from .approval import wrong_digest_message
+from .driver import Driver, job_of, shown_install
+from .gates import run_gates
+from .installer import Layout
 from .manifest import Manifest
-from .package import InspectContext, Package, inspect_package
 from .pipeline import (
-    Activate,
     Approved,
     Begin,
-    Command,
     Disable,
-    Discard,
     Enable,
-    Event,
     Job,
     OperatorRejected,
     Quarantine,
-    Refuse,
     Release,
-    Resume,
-    Run,
     Stage,
-    StartWorker,
-    StepDone,
-    StepFailed,
-    StopWorker,
-    Validated,
-    step,
 )
+from .steps import GateRunner, PackageReader, Steps
+from .workers import PluginPorts, Workers
 
 log = logging.getLogger(__name__)
 
 TERMINAL = {Stage.REJECTED}
-
-
-def _job(row: records.InstallRow) -> Job:
-    return msgspec.convert(row.job, Job)
+FROM_SOURCE = "running from source"
 
 
 class Installs:
     def __init__(
-        self, config: Config, data_dir: Path, db: Database, supervisor: Supervisor
+        self,
+        config: Config,
+        data_dir: Path,
+        db: Database,
+        supervisor: Supervisor,
+        ports: PluginPorts,
+        *,
+        gates: GateRunner = run_gates,
     ) -> None:
         self.config = config
         self.db = db
         self.supervisor = supervisor
         self.layout = Layout(data_dir)
-        store = config.security.trust_store or str(data_dir / "trusted_keys")
-        self.trust = load_trust_store(Path(store))
-        self._locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
-        self._steps: dict[str, trio.CancelScope] = {}
+        self.trust = TrustStore(Path(config.security.trust_store or data_dir / "trusted_keys"))
+        self.reader = PackageReader(config, db, self.trust)
+        self.workers = Workers(supervisor, ports)
+        self.steps = Steps(config, db, self.layout, self.reader, gates)
+        self.driver = Driver(config, db, self.layout, self.steps, self.workers)
         self._nursery: trio.Nursery | None = None
-        self._changed = trio.Event()
-        supervisor.on_quarantine = self._quarantined_by_policy
-        # told when a plugin's worker is started or stopped (the gateway binds its listener)
-        self.on_enabled: Callable[[str, Manifest], Awaitable[None]] = _nothing
-        self.on_disabled: Callable[[str], Awaitable[None]] = _nothing
+        supervisor.observers.subscribe(self._on_actor_event)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self.driver.attach(nursery)
             await self.recover()
             task_status.started()
             await trio.sleep_forever()
 
-    # --- reading ------------------------------------------------------------------------------
+    async def recover(self) -> None:
+        await self.driver.recover()
+        await self._forget_stale_sources()
 
-    def context(self, exclude: str = "") -> InspectContext:
-        c = self.config.install
-        installed = {
-            row.plugin_key: row.manifest.get("dependencies", {})
-            for row in records.all_installs(self.db)
-            if row.active and row.plugin_key != exclude
-        }
-        limits = ArchiveLimits(
-            max_package_bytes=c.max_package_bytes,
-            max_files=c.max_files,
-            max_total_bytes=c.max_total_bytes,
-            max_ratio=c.max_compression_ratio,
-        )
-        return InspectContext(
-            __version__, limits, self.trust, self.config.security.require_signatures, installed
-        )
+    # --- reading ------------------------------------------------------------------------------
 
     def describe(self, key: str) -> dict[str, Any]:
         """Install details for the plugin detail route."""
@@ -123,7 +103,7 @@ class Installs:
         active = next((r for r in rows if r.active), None)
         latest = rows[-1]
         out: dict[str, Any] = {"install": self._install_view(active or latest)}
-        if active is not None and latest is not active and _job(latest).stage not in TERMINAL:
+        if active is not None and latest is not active and job_of(latest).stage not in TERMINAL:
             out["upgrade"] = self._install_view(latest)
         elif active is not None and latest is not active:
             out["last_upgrade"] = self._install_view(latest)
@@ -134,13 +114,13 @@ class Installs:
         while True:
             rows = records.installs_of(self.db, key)
             if rows:
-                job = _job(rows[-1])
+                job = job_of(rows[-1])
                 if not job.running and job.stage is not Stage.UPLOADED:
                     return rows[-1]
-            await self._changed.wait()
+            await self.driver.changed()
 
     def _install_view(self, row: records.InstallRow) -> dict[str, Any]:
-        job = _job(row)
+        job = job_of(row)
         pending = row.approval if job.stage is Stage.DEPENDENCIES_PENDING else None
         return {
             "id": row.id,
@@ -149,7 +129,8 @@ class Installs:
             "reason": job.reason,
             "step": job.running or None,
             "active": row.active,
-            "pending_approval": pending,
+            "pending_approval": None if pending is None else msgspec.to_builtins(pending),
+            "probation": _probation_view(job, self.config),
             "last_run_id": row.last_run_id,
             "created_at": row.created_at,
             "updated_at": row.updated_at,
@@ -161,15 +142,10 @@ class Installs:
             raise NotFound(f"no installed plugin {key!r}", {"plugin": key})
         return rows
 
-    def _target(self, key: str) -> records.InstallRow:
-        """The install that operator actions apply to: the active one, else the latest."""
-        rows = self._rows(key)
-        return next((r for r in rows if r.active), rows[-1])
-
     # --- operator actions ------------------------------------------------------------------
 
     async def upload(self, data: bytes, operator: str) -> records.InstallRow:
-        package, problems = await trio.to_thread.run_sync(inspect_package, data, self.context())
+        package, problems = await self.reader.inspect(data)
         if package is None:
             detail = [msgspec.to_builtins(p) for p in problems]
             records.audit(self.db, operator, "package.refused", detail={"problems": detail})
@@ -177,10 +153,14 @@ class Installs:
                 f"the package was refused: {len(problems)} problem(s)", {"problems": detail}
             )
         key = package.key
-        async with self._locks[key]:
+        async with self.driver.lock(key):
             rows = records.installs_of(self.db, key)
+            if not rows and self.supervisor.directory.get(key) is not None:
+                raise Conflict(
+                    f"{key!r} is running from source; restart without --plugin-dir to install it"
+                )
             for row in rows:
-                job = _job(row)
+                job = job_of(row)
                 if job.running or job.stage is Stage.DEPENDENCIES_PENDING:
                     raise Conflict(
                         f"version {row.version} of {key!r} is still being installed "
@@ -197,7 +177,7 @@ class Installs:
             path = self.layout.package(install_id)
             await trio.to_thread.run_sync(_write_file, path, data)
             enable = self.config.install.auto_enable or (
-                active is not None and _job(active).stage is Stage.ENABLED
+                active is not None and job_of(active).stage is Stage.ENABLED
             )
             hashes = package.plugin_id.files if package.plugin_id else {}
             await records.create_install(
@@ -207,7 +187,7 @@ class Installs:
                 version=package.version,
                 job=msgspec.to_builtins(Job(enable_when_verified=enable)),
                 package_digest=package.digest,
-                manifest=msgspec.to_builtins(package.manifest),
+                manifest=package.manifest,
                 file_hashes=hashes,
             )
             records.audit(
@@ -218,26 +198,34 @@ class Installs:
                 risk_score=risk_score(package.manifest.scopes),
                 detail={"install": install_id, "version": package.version},
             )
-        await self._drive(install_id, Begin(), inline=True)  # validation answers the upload
+        await self.driver.drive(install_id, Begin(), inline=True)  # validation answers the upload
         created = records.get_install(self.db, install_id)
         assert created is not None
         return created
 
     async def approve(self, key: str, digest: str, operator: str) -> None:
         row = self._pending(key)
-        await self._drive(row.id, Approved(digest))
+        if row.approval is not None and digest != row.approval.digest:
+            raise Conflict(
+                wrong_digest_message(digest, row.approval),
+                {"state": Stage.DEPENDENCIES_PENDING.value, "echo": "pending_approval.digest"},
+            )
+        await self.driver.drive(row.id, Approved(digest))
         records.audit(
             self.db,
             operator,
             "plugin.approved",
             plugin=key,
-            risk_score=int((row.approval or {}).get("risk_score", 0)),
-            detail={"install": row.id, "approval": row.approval},
+            risk_score=row.approval.risk_score if row.approval else 0,
+            detail={
+                "install": row.id,
+                "approval": msgspec.to_builtins(row.approval) if row.approval else None,
+            },
         )
 
     async def reject(self, key: str, operator: str, reason: str) -> None:
         row = self._pending(key)
-        await self._drive(row.id, OperatorRejected(reason))
+        await self.driver.drive(row.id, OperatorRejected(reason))
         records.audit(
             self.db,
             operator,
@@ -248,7 +236,7 @@ class Installs:
 
     def _pending(self, key: str) -> records.InstallRow:
         for row in reversed(self._rows(key)):
-            if _job(row).stage is Stage.DEPENDENCIES_PENDING:
+            if job_of(row).stage is Stage.DEPENDENCIES_PENDING:
                 return row
         raise Conflict(f"nothing of {key!r} is waiting for approval")
 
@@ -256,69 +244,65 @@ class Installs:
         for pid in properties:
             if records.get_property(self.db, pid) is None:
                 raise NotFound(f"no property {pid!r}", {"property": pid})
-        row = self._target(key)
+        row = shown_install(self._rows(key))
         for pid in properties:
             await records.assign_property(self.db, key, pid)
-        await self._drive(row.id, Enable())
-        actor = self.supervisor.directory.get(key)
-        if actor is not None:
-            actor.refresh_token()
+        await self.driver.drive(row.id, Enable())
+        self.workers.refresh_token(key)
         records.audit(
             self.db, operator, "plugin.enabled", plugin=key, detail={"properties": properties}
         )
 
     async def disable(self, key: str, properties: list[str], operator: str) -> None:
-        row = self._target(key)
+        row = shown_install(self._rows(key))
         if properties:
             for pid in properties:
                 await records.unassign_property(self.db, key, pid)
-            actor = self.supervisor.directory.get(key)
-            if actor is not None:
-                actor.refresh_token()
+            self.workers.refresh_token(key)
         else:
-            await self._drive(row.id, Disable())
+            await self.driver.drive(row.id, Disable())
             self.supervisor.tokens.revoke(key)
         records.audit(
             self.db, operator, "plugin.disabled", plugin=key, detail={"properties": properties}
         )
 
     async def quarantine(self, key: str, reason: str, operator: str) -> None:
-        row = self._target(key)
+        """Quarantine now (an operator's quarantine also cancels a pending probation)."""
+        rows = records.installs_of(self.db, key)
+        source = None if rows else records.get_plugin(self.db, key)
+        if not rows and source is None:
+            raise NotFound(f"no plugin {key!r}", {"plugin": key})
         actor = self.supervisor.directory.get(key)
         if actor is not None and actor.phase is not Phase.QUARANTINED:
-            actor.quarantine(
-                reason
-            )  # revokes at once, records evidence, tells _quarantined_by_policy
+            actor.quarantine(reason)  # stops the worker, records its evidence
+        self.supervisor.tokens.revoke(key)
+        if rows:
+            await self.driver.drive(shown_install(rows).id, Quarantine(reason))
         else:
-            self.supervisor.tokens.revoke(key)
-            await self._drive(row.id, Quarantine(reason))
+            await self._source_quarantined(key, reason)
         records.audit(
             self.db, operator, "plugin.quarantined", plugin=key, detail={"reason": reason}
         )
 
-    def _quarantined_by_policy(self, key: str, rule: str, reason: str) -> None:
-        """The supervisor quarantined a worker: move its install job along (dev plugins: record)."""
-        if not records.installs_of(self.db, key):
-            records.set_plugin_state(self.db, key, "QUARANTINED", reason)
-            return
-        assert self._nursery is not None
-        row = self._target(key)
-        self._nursery.start_soon(self._drive_logged, row.id, Quarantine(f"{rule}: {reason}"))
-
     async def release(self, key: str, operator: str) -> None:
-        row = self._target(key)
-        await self._drive(row.id, Release())
+        rows = records.installs_of(self.db, key)
+        if not rows and records.get_plugin(self.db, key) is not None:
+            raise Conflict(
+                f"{key!r} runs from source and has no test suite on record; "
+                "restart the server with --plugin-dir to run it again"
+            )
+        row = shown_install(self._rows(key))
+        await self.driver.drive(row.id, Release())
         records.audit(self.db, operator, "plugin.release_requested", plugin=key)
 
     async def run_tests(self, key: str, operator: str) -> str:
         """Run the full suite on the active installed copy in the background; returns the run id."""
-        row = self._target(key)
+        row = shown_install(self._rows(key))
         if not row.active:
             raise Conflict(f"{key!r} has no installed version to test yet")
         run_id = uuid.uuid4().hex
         await records.start_test_run(self.db, run_id, key, row.version)
-        assert self._nursery is not None
-        self._nursery.start_soon(self._background_tests, row, run_id)
+        self.driver.spawn(self._background_tests, row, run_id)
         records.audit(
             self.db, operator, "plugin.tests_requested", plugin=key, detail={"run_id": run_id}
         )
@@ -326,20 +310,16 @@ class Installs:
 
     async def _background_tests(self, row: records.InstallRow, run_id: str) -> None:
         try:
-            await self._gates(row, self.layout.tree(row.plugin_key, row.id), run_id)
+            await self.steps.full_suite(row, self.layout.tree(row.plugin_key, row.id), run_id)
         except Exception:
             log.exception("test run %s of %s failed", run_id, row.plugin_key)
 
     async def uninstall(self, key: str, operator: str) -> None:
         rows = self._rows(key)
-        async with self._locks[key]:
-            for row in rows:
-                scope = self._steps.pop(row.id, None)
-                if scope is not None:
-                    scope.cancel()
+        async with self.driver.lock(key):
+            self.driver.forget(rows)  # steps under way and pending probation end here
             self.supervisor.tokens.revoke(key)
-            await self.on_disabled(key)
-            await self.supervisor.remove(key, "plugin uninstalled")
+            await self.workers.remove(key, "plugin uninstalled")
             await records.delete_plugin(self.db, key)
             for row in rows:
                 for path in (
@@ -353,291 +333,117 @@ class Installs:
         )
         records.audit(self.db, operator, "plugin.uninstalled", plugin=key)
 
-    # --- the pipeline driver ---------------------------------------------------------------
+    # --- the trust store (admin routes: GET/POST /api/trust/keys, DELETE .../{id}) -----------
 
-    async def _drive(self, install_id: str, event: Event, *, inline: bool = False) -> None:
-        """Step the job; steps it starts run in the background, or here when `inline`."""
-        row = records.get_install(self.db, install_id)
-        if row is None:
-            return  # uninstalled meanwhile
-        key = row.plugin_key
-        async with self._locks[key]:
-            row = records.get_install(self.db, install_id)
-            if row is None:
-                return
-            job = _job(row)
-            new, commands = step(job, event)
-            refused = [c for c in commands if isinstance(c, Refuse)]
-            if refused:
-                raise Conflict(refused[0].reason, {"state": job.stage.value})
-            if new != job:
-                await records.save_install(self.db, install_id, msgspec.to_builtins(new))
-                records.record_event(
-                    self.db,
-                    key,
-                    "install_state",
-                    state=new.stage.value,
-                    reason=new.reason,
-                    detail={"install": install_id, "version": row.version, "step": new.running},
-                )
-            for command in commands:
-                await self._execute(row, command)
-            await self._sync_plugin_row(key)
-            self._changed.set()
-            self._changed = trio.Event()
-        # steps drive the job again when they end, so they run outside the lock
-        for command in commands:
-            if isinstance(command, Run):
-                if inline:
-                    await self._run_step(install_id, command.step)
-                else:
-                    assert self._nursery is not None
-                    self._nursery.start_soon(self._run_step, install_id, command.step)
+    def trusted_keys(self) -> list[dict[str, Any]]:
+        """Every trusted publisher key: key_id, public_key (base64), added_at (if known).
 
-    async def _execute(self, row: records.InstallRow, command: Command) -> None:
-        key = row.plugin_key
-        match command:
-            case Activate():
-                await self._activate(row)
-            case StartWorker():
-                resources = row.manifest.get("resources") or {}
-                spec = installer.worker_spec(
-                    key, self.layout.tree(key, row.id), resources.get("memory_limit", 256)
-                )
-                actor = await self.supervisor.replace(spec, row.manifest)
-                if actor.phase is Phase.QUARANTINED:
-                    actor.release()
-                actor.start()
-                await self.on_enabled(key, msgspec.convert(row.manifest, Manifest))
-            case StopWorker():
-                running = self.supervisor.directory.get(key)
-                if running is not None:
-                    running.stop("disabled")
-                await self.on_disabled(key)
-            case Discard():
-                await trio.to_thread.run_sync(installer.remove, self.layout.staging(row.id))
-                await trio.to_thread.run_sync(installer.remove, self.layout.package(row.id))
-                if not row.active:
-                    await trio.to_thread.run_sync(installer.remove, self.layout.tree(key, row.id))
+        Reads the trust directory (a handful of small files) so hand-copied keys show at once.
+        """
+        return [msgspec.to_builtins(entry) for entry in self.trust.entries()]
 
-    async def _activate(self, row: records.InstallRow) -> None:
-        key = row.plugin_key
-        previous = next((r for r in records.installs_of(self.db, key) if r.active), None)
-        await records.activate_install(self.db, key, row.id)
-        actor = self.supervisor.directory.get(key)
-        if previous is not None and previous.id != row.id:
-            superseded = msgspec.structs.replace(
-                _job(previous),
-                stage=Stage.DISABLED,
-                reason=f"superseded by {row.version}",
-                running="",
-            )
-            await records.save_install(self.db, previous.id, msgspec.to_builtins(superseded))
-            await self.supervisor.remove(key, f"upgraded to {row.version}")
-            await trio.to_thread.run_sync(installer.remove, self.layout.tree(key, previous.id))
-            records.record_event(
-                self.db,
-                key,
-                "upgraded",
-                state=Stage.VERIFIED.value,
-                reason=f"{previous.version} -> {row.version}",
-            )
-        elif actor is not None and actor.phase is Phase.QUARANTINED:
-            actor.release()
-
-    async def _run_step(self, install_id: str, name: str) -> None:
-        event: Event
-        with trio.CancelScope() as scope:
-            self._steps[install_id] = scope
-            try:
-                row = records.get_install(self.db, install_id)
-                if row is None:
-                    return
-                event = await getattr(self, f"_step_{name}")(row)
-            except InstallError as exc:
-                event = StepFailed(str(exc))
-            except Exception as exc:
-                log.exception("install %s: step %s failed", install_id, name)
-                event = StepFailed(f"internal error during {name}: {type(exc).__name__}: {exc}")
-            finally:
-                self._steps.pop(install_id, None)
-        if not scope.cancelled_caught:
-            await self._drive_logged(install_id, event)
-
-    async def _drive_logged(self, install_id: str, event: Event) -> None:
-        """For background tasks: a failure is logged and recorded, never raised into the server."""
-        try:
-            await self._drive(install_id, event)
-        except Exception as exc:
-            log.exception("install %s: could not apply %s", install_id, type(event).__name__)
-            row = records.get_install(self.db, install_id)
-            if row is not None:
-                records.record_event(
-                    self.db,
-                    row.plugin_key,
-                    "install_error",
-                    reason=f"{type(event).__name__}: {exc}",
-                )
-
-    async def _package(self, row: records.InstallRow) -> Package:
-        data = await trio.Path(self.layout.package(row.id)).read_bytes()
-        package, problems = await trio.to_thread.run_sync(
-            inspect_package, data, self.context(exclude=row.plugin_key)
+    async def add_trusted_key(
+        self, key_id: str, public_key_b64: str, operator: str
+    ) -> dict[str, Any]:
+        entry = await trio.to_thread.run_sync(self.trust.add, key_id, public_key_b64)
+        records.audit(
+            self.db,
+            operator,
+            "trust.key_added",
+            detail={"key_id": entry.key_id, "public_key": entry.public_key},
         )
-        if package is None:
-            raise InstallError("; ".join(f"{p.code} at {p.path}: {p.message}" for p in problems))
-        return package
+        return dict(msgspec.to_builtins(entry))
 
-    async def _step_validate(self, row: records.InstallRow) -> Event:
-        package = await self._package(row)
-        approval = self._approval(package)
-        if approval is None:
-            return Validated()
-        await records.set_install_approval(self.db, row.id, approval)
-        return Validated(approval_digest=approval["digest"])
+    async def remove_trusted_key(self, key_id: str, operator: str) -> None:
+        await trio.to_thread.run_sync(self.trust.remove, key_id)
+        records.audit(self.db, operator, "trust.key_removed", detail={"key_id": key_id})
 
-    def _approval(self, package: Package) -> dict[str, Any] | None:
-        """What an operator must approve, with its digest; None when nothing needs approval."""
-        level = Level.parse(self.config.security.auto_approve_level)
-        scopes = [s for s in package.manifest.scopes if needs_approval(s, level)]
-        if not package.requirements and not scopes:
-            return None
-        body: dict[str, Any] = {
-            "requirements": package.requirements,
-            "scopes": [
-                {"scope": s, "level": SCOPES[s].level.name.lower(), "risk": SCOPES[s].risk}
-                for s in scopes
-            ],
-            "risk_score": risk_score(package.manifest.scopes),
-            "package_digest": package.digest,
-        }
-        body["digest"] = hashlib.sha256(signing.canonical_json(body)).hexdigest()
-        return body
+    # --- plugins run from source (`serve --plugin-dir`) ------------------------------------
 
-    async def _step_install(self, row: records.InstallRow) -> Event:
-        package = await self._package(row)
-        staging = self.layout.staging(row.id)
-        await trio.to_thread.run_sync(installer.write_tree, dict(package.files), staging)
-        await installer.install_requirements(staging, self.config.install)
-        return StepDone()
+    async def run_from_source(self, root: Path, manifest: Manifest) -> WorkerActor:
+        """Record a validated source tree's plugin as ENABLED and start it like any other.
 
-    async def _step_test(self, row: records.InstallRow) -> Event:
-        job = _job(row)
-        key = row.plugin_key
-        tree = self.layout.tree(key, row.id) if job.in_place else self.layout.staging(row.id)
-        run_id = uuid.uuid4().hex
-        await records.start_test_run(self.db, run_id, key, row.version)
-        await records.set_install_test_run(self.db, row.id, run_id)
-        report = await self._gates(row, tree, run_id)
-        if report.ok:
-            return StepDone()
-        return StepFailed("test gates failed: " + " | ".join(report.failures()))
-
-    async def _gates(self, row: records.InstallRow, tree: Path, run_id: str) -> Report:
-        package = await self._package(row)
-        try:
-            report = await run_gates(
-                installer.worker_spec(
-                    row.plugin_key, tree, package.manifest.resources.memory_limit
-                ),
-                package.manifest,
-                package.test_plan,
-                self.config.supervisor,
-                burst=self.config.install.load_burst,
+        Its properties are the ones operators assign (kept across restarts); none by default.
+        """
+        key = manifest.key
+        if records.installs_of(self.db, key):
+            raise BadRequest(
+                f"{key!r} is installed from a package; uninstall it to run it from {root}"
             )
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await records.finish_test_run(
-                    self.db, run_id, "failed", {"ok": False, "error": "the run was interrupted"}
-                )
-            raise
-        await records.finish_test_run(
-            self.db, run_id, "passed" if report.ok else "failed", msgspec.to_builtins(report)
-        )
-        return report
-
-    async def _step_promote(self, row: records.InstallRow) -> Event:
-        staging, tree = self.layout.staging(row.id), self.layout.tree(row.plugin_key, row.id)
-        await trio.to_thread.run_sync(installer.promote, staging, tree)
-        return StepDone()
-
-    async def _step_verify(self, row: records.InstallRow) -> Event:
-        tree = self.layout.tree(row.plugin_key, row.id)
-        problems = await trio.to_thread.run_sync(installer.verify_tree, tree, row.file_hashes)
-        if problems:
-            return StepFailed(
-                "the installed tree differs from plugin.id: "
-                + "; ".join(f"{p.code} {p.path}" for p in problems)
-            )
-        package = await self._package(row)
-        report = await run_gates(
-            installer.worker_spec(row.plugin_key, tree, package.manifest.resources.memory_limit),
-            package.manifest,
-            package.test_plan,
-            self.config.supervisor,
-            only=("self",),
-        )
-        if not report.ok:
-            return StepFailed(
-                "self-test of the installed copy failed: " + " | ".join(report.failures())
-            )
-        return StepDone()
-
-    # --- records and recovery -----------------------------------------------------------------
-
-    async def _sync_plugin_row(self, key: str) -> None:
-        """The plugin record shows the active install, or the latest while none is active."""
-        rows = records.installs_of(self.db, key)
-        if not rows:
-            return
-        active = next((r for r in rows if r.active), None)
-        shown = active or rows[-1]
-        job = _job(shown)
-        tree = str(self.layout.tree(key, shown.id)) if active else ""
         await records.upsert_plugin(
             self.db,
             key,
-            name=str(shown.manifest.get("name", key)),
-            version=shown.version,
-            state=job.stage.value,
-            reason=job.reason,
-            source_dir=tree,
-            manifest=shown.manifest,
+            name=manifest.name,
+            version=manifest.version,
+            state=Stage.ENABLED.value,
+            reason=FROM_SOURCE,
+            source_dir=str(root),
+            manifest=manifest,
         )
+        records.record_event(self.db, key, "source_started", state="ENABLED", reason=str(root))
+        return await self.workers.start(key, root, manifest)
 
-    async def recover(self) -> None:
-        """After a start: fail interrupted test runs, resume unfinished jobs, start what is on."""
-        interrupted = await records.mark_interrupted_test_runs(self.db)
-        if interrupted:
-            log.warning("marked %d interrupted test runs as failed", interrupted)
-        for row in records.all_installs(self.db):
-            job = _job(row)
-            if job.running or job.stage in (Stage.UPLOADED, Stage.ENABLED):
-                if job.stage is Stage.ENABLED and not row.active:
-                    continue
-                log.info("resuming %s %s (%s)", row.plugin_key, row.version, job.stage.value)
-                await self._drive(row.id, Resume())
-        await trio.to_thread.run_sync(self._remove_orphans)
+    async def _forget_stale_sources(self) -> None:
+        """Source plugins of an earlier run that this run was not asked to start are not
+        running: their records say so (until `--plugin-dir` starts them again)."""
+        installed = {row.plugin_key for row in records.all_installs(self.db)}
+        for row in records.list_plugins(self.db):
+            if row.key not in installed and row.state == Stage.ENABLED.value:
+                await records.upsert_plugin(
+                    self.db,
+                    row.key,
+                    name=row.name,
+                    version=row.version,
+                    state=Stage.DISABLED.value,
+                    reason="ran from source in an earlier run; start it with --plugin-dir",
+                    source_dir=row.source_dir,
+                    manifest=row.manifest,
+                )
 
-    def _remove_orphans(self) -> None:
-        rows = records.all_installs(self.db)
-        staged = {r.id for r in rows if _job(r).running in ("install", "test", "promote")}
-        staging_root = self.layout.data_dir / "staging"
-        if staging_root.is_dir():
-            for path in staging_root.iterdir():
-                if path.name not in staged:
-                    installer.remove(path)
-        trees = {(r.plugin_key, r.id) for r in rows}
-        plugins_root = self.layout.data_dir / "plugins"
-        if plugins_root.is_dir():
-            for key_dir in plugins_root.iterdir():
-                for tree in key_dir.iterdir():
-                    if (key_dir.name, tree.name) not in trees:
-                        installer.remove(tree)
+    async def _source_quarantined(self, key: str, reason: str) -> None:
+        row = records.get_plugin(self.db, key)
+        if row is None:
+            return
+        await records.upsert_plugin(
+            self.db,
+            key,
+            name=row.name,
+            version=row.version,
+            state=Stage.QUARANTINED.value,
+            reason=reason,
+            source_dir=row.source_dir,
+            manifest=row.manifest,
+        )
+        await self.workers.stop(key, reason)
+
+    # --- what the supervisor tells us ------------------------------------------------------
+
+    def _on_actor_event(self, event: ActorEvent) -> None:
+        if isinstance(event, Quarantined) and self._nursery is not None:
+            self._nursery.start_soon(self._quarantined, event)
+
+    async def _quarantined(self, event: Quarantined) -> None:
+        """The supervisor quarantined a worker: the pipeline (and the record) follow."""
+        key = event.key
+        reason = f"{event.rule}: {event.reason}" if event.rule else event.reason
+        rows = records.installs_of(self.db, key)
+        if not rows:
+            await self._source_quarantined(key, reason)
+            return
+        c = self.config.supervisor
+        at = time.time() + c.probation_s if event.probation and c.probation_attempts > 0 else None
+        await self.driver.drive_logged(shown_install(rows).id, Quarantine(reason, probation_at=at))
 
 
-async def _nothing(*args: object) -> None:
-    return None
+def _probation_view(job: Job, config: Config) -> dict[str, Any] | None:
+    if job.probation_due_at is None and not job.on_probation:
+        return None
+    return {
+        "next_attempt_at": job.probation_due_at,
+        "attempts_made": job.probation_attempts,
+        "attempts_allowed": config.supervisor.probation_attempts,
+        "running": job.on_probation,
+    }
 
 
 def _write_file(path: Path, data: bytes) -> None:

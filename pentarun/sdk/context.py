@@ -16,6 +16,8 @@ class CoreClient:
         self._property = property_id
 
     async def call(self, name: str, **params: Any) -> Any:
+        """The core's answer; raises `CoreCallError(code, message, status)` when it refuses,
+        e.g. `bad_request` naming a parameter the call does not take (docs/protocol.md)."""
         return await self._send(self._property, name, params)
 
 

@@ -4,11 +4,18 @@
 never reaches the channel), sends Hello, waits for Welcome, runs on_start, sends Ready, then
 serves Calls and HealthProbes concurrently. Python `logging` records travel to the supervisor.
 The worker exits when the core sends Stop or closes the channel.
+
+A handler's uncaught exception is the caller's failure: the Call is answered with a 500
+`handler_error` Failure, and every record logged while serving a Call (in the handler's task, or
+in tasks and threads it starts with trio, which copy its context) is marked `Log.in_call`, so
+it does not feed the supervisor's error-storm rule. Records logged outside calls (start-up,
+stop, events, configuration, health, threads the plugin starts itself) are not, and do count.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import math
 import os
@@ -22,6 +29,7 @@ import trio
 
 from ..ipc.channel import Channel
 from ..ipc.codec import DEFAULT_MAX_FRAME
+from ..ipc.env import IPC_FD_ENV, MAX_FRAME_ENV
 from ..ipc.messages import (
     PROTOCOL_VERSION,
     STREAM_CREDIT,
@@ -59,10 +67,13 @@ Lifecycle = Callable[[Context], Awaitable[None]]
 EventHandler = Callable[[Context, dict[str, Any]], Awaitable[None]]
 F = TypeVar("F", bound=Callable[..., Any])
 
-IPC_FD_ENV = "PENTARUN_IPC_FD"
-MAX_FRAME_ENV = "PENTARUN_MAX_FRAME"
-
 log = logging.getLogger("pentarun.sdk")
+
+# the id of the Call whose handler runs in this context (None outside calls): records logged
+# here are marked `in_call`
+_serving_call: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "pentarun_serving_call", default=None
+)
 
 
 class CoreCallError(Error):
@@ -274,6 +285,7 @@ class _Worker:
         return result.value
 
     async def _call(self, call: Call) -> None:
+        _serving_call.set(call.id)  # this task's own context: it ends with the call
         fn = self.plugin.handlers.get(call.handler)
         if fn is None:
             self._send(Failure(call.id, "unknown_handler", f"no handler {call.handler!r}", 404))
@@ -283,12 +295,13 @@ class _Worker:
             if call.deadline_ms > 0:
                 scope.deadline = trio.current_time() + call.deadline_ms / 1000
             try:
-                result = await fn(self._context(call.property), call.params)
+                params = call.params if call.http is None else call.http.handler_params()
+                result = await fn(self._context(call.property), params)
             except Error as exc:
                 self._send(Failure(call.id, exc.code, exc.message, exc.status))
             except Exception as exc:
                 log.error("handler %s failed:\n%s", call.handler, traceback.format_exc())
-                self._send(Failure(call.id, "plugin_error", f"{type(exc).__name__}: {exc}", 500))
+                self._send(Failure(call.id, "handler_error", f"{type(exc).__name__}: {exc}", 500))
             else:
                 if isinstance(result, Stream):
                     scope.deadline = math.inf  # the deadline covered the start only
@@ -351,6 +364,7 @@ class _ForwardingHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.name.startswith("trio"):
             return
-        message = Log(record.levelno, record.name, self.format(record), record.created)
+        in_call = _serving_call.get() is not None
+        message = Log(record.levelno, record.name, self.format(record), record.created, in_call)
         with contextlib.suppress(trio.RunFinishedError):
             self._token.run_sync_soon(self._channel.send_if_open, message)

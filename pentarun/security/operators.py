@@ -7,6 +7,10 @@ with mode 0600. Roles (what each may do is the PERMISSIONS table):
     property_manager  read; and for its listed properties only: enable/disable plugins, cameras,
                       Home Assistant keys, calls, events
     viewer            read only
+Trusted publisher keys are managed by root and admin only.
+
+The rules of creating and revoking operators live here (`check_new_operator` and
+`check_revocation` are pure); `create_by` and `revoke_by` carry them out and audit them.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ import hashlib
 import os
 import secrets
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import Forbidden, Unauthorized
+from ..errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from ..store import records
 from ..store.db import Database
 
@@ -33,14 +38,15 @@ CALL = "plugins.call"
 EVENTS = "events.publish"
 OPERATORS = "operators.manage"
 AUDIT = "audit.read"
+TRUST = "trust.manage"  # list, add and remove trusted publisher keys
 
+_EVERYTHING = frozenset(
+    {READ, MANAGE_PLUGINS, ASSIGN, PROPERTIES, CAMERAS, HA_KEYS, CALL, EVENTS, OPERATORS, AUDIT}
+    | {TRUST}
+)
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "root": frozenset(
-        {READ, MANAGE_PLUGINS, ASSIGN, PROPERTIES, CAMERAS, HA_KEYS, CALL, EVENTS, OPERATORS, AUDIT}
-    ),
-    "admin": frozenset(
-        {READ, MANAGE_PLUGINS, ASSIGN, PROPERTIES, CAMERAS, HA_KEYS, CALL, EVENTS, OPERATORS, AUDIT}
-    ),
+    "root": _EVERYTHING,
+    "admin": _EVERYTHING,
     "property_manager": frozenset({READ, ASSIGN, CAMERAS, HA_KEYS, CALL, EVENTS, AUDIT}),
     "viewer": frozenset({READ}),
 }
@@ -67,6 +73,57 @@ def require(op: records.OperatorRow, permission: str, property_id: str | None = 
 
 def can_see_property(op: records.OperatorRow, property_id: str) -> bool:
     return op.role not in PROPERTY_SCOPED or property_id in op.properties
+
+
+def check_new_operator(
+    creator: records.OperatorRow, name: str, role: str, properties: Sequence[str]
+) -> None:
+    """BadRequest or Forbidden unless `creator` may create this operator (stored facts aside)."""
+    if role not in ROLES:
+        raise BadRequest(f"role must be one of {list(ROLES)}", {"role": role})
+    if role == "root" and creator.role != "root":
+        raise Forbidden("only root creates root operators")
+    if not name.strip():
+        raise BadRequest("an operator needs a name")
+    if role == "property_manager" and not properties:
+        raise BadRequest("a property manager needs at least one property")
+
+
+def check_revocation(actor: records.OperatorRow, target: records.OperatorRow) -> None:
+    """Conflict or Forbidden unless `actor` may revoke `target`."""
+    if target.id == actor.id:
+        raise Conflict("operators cannot revoke themselves")
+    if target.role == "root" and actor.role != "root":
+        raise Forbidden("only root revokes root operators")
+
+
+async def create_by(
+    db: Database, creator: records.OperatorRow, name: str, role: str, properties: Sequence[str]
+) -> tuple[records.OperatorRow, str]:
+    """A new operator created by `creator` (checked, audited) and its token, shown once."""
+    check_new_operator(creator, name, role, properties)
+    unique = list(dict.fromkeys(properties))
+    for pid in unique:  # bounded by the request (at most a page of ids), each a primary key
+        if records.get_property(db, pid) is None:
+            raise NotFound(f"no property {pid!r}", {"property": pid})
+    row, token = await create(db, name, role, unique)
+    records.audit(
+        db,
+        f"operator:{creator.name}",
+        "operator.created",
+        detail={"id": row.id, "name": row.name, "role": row.role},
+    )
+    return row, token
+
+
+async def revoke_by(db: Database, actor: records.OperatorRow, operator_id: str) -> None:
+    """Revoke an operator's token (checked, audited); NotFound if there is none."""
+    target = records.get_operator(db, operator_id)
+    if target is None:
+        raise NotFound(f"no operator {operator_id!r}")
+    check_revocation(actor, target)
+    await records.revoke_operator(db, operator_id)
+    records.audit(db, f"operator:{actor.name}", "operator.revoked", detail={"id": operator_id})
 
 
 async def create(

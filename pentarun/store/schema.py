@@ -142,6 +142,11 @@ MIGRATIONS: list[str] = [
         updated_at REAL NOT NULL
     );
     """,
+    # 5: an operator's optional request budget per Home Assistant key (NULL: the listener's)
+    """
+    ALTER TABLE ha_keys ADD COLUMN rate_limit_requests INTEGER;
+    ALTER TABLE ha_keys ADD COLUMN rate_limit_window_s REAL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

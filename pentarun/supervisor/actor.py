@@ -34,8 +34,10 @@ from ..errors import (
 )
 from ..ipc.messages import (
     PROTOCOL_VERSION,
+    CallParams,
     ConfigUpdate,
     CoreCall,
+    Hello,
     HttpReply,
     Reply,
     TokenRefresh,
@@ -121,6 +123,11 @@ class WorkerActor:
         return self._gen.pid if self._gen is not None else None
 
     @property
+    def hello(self) -> Hello | None:
+        """What the current worker declared in its handshake (handlers, hooks, events)."""
+        return self._gen.hello if self._gen is not None else None
+
+    @property
     def started_at(self) -> float | None:
         return self._gen.started_at if self._gen else None
 
@@ -176,7 +183,7 @@ class WorkerActor:
         self,
         handler: str,
         property_id: str,
-        params: dict[str, Any],
+        params: CallParams,
         deadline_s: float | None = None,
         *,
         idempotent: bool = False,
@@ -205,7 +212,7 @@ class WorkerActor:
         self,
         handler: str,
         property_id: str,
-        params: dict[str, Any],
+        params: CallParams,
         deadline: float,
         idempotent: bool,
     ) -> Reply | HttpReply | StreamReply:

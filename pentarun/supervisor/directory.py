@@ -8,12 +8,9 @@ and removes entries as actors start and stop.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from ..errors import WorkerUnavailable
-
-if TYPE_CHECKING:
-    from .actor import WorkerActor
+from .actor import WorkerActor
 
 
 class Directory:

@@ -24,7 +24,7 @@ from ..ipc.channel import Channel, ChannelClosed
 from ..ipc.messages import (
     PROTOCOL_VERSION,
     STREAM_CREDIT,
-    Call,
+    CallParams,
     Cancel,
     ConfigUpdate,
     CoreCall,
@@ -46,6 +46,7 @@ from ..ipc.messages import (
     TokenRefresh,
     Welcome,
     WorkerMessage,
+    call_message,
 )
 from ..ipc.messages import Ready as ReadyMessage
 from . import policy
@@ -138,19 +139,17 @@ class Generation:
     # --- calls into the worker ------------------------------------------------------------
 
     async def call(
-        self, handler: str, property_id: str, params: dict[str, Any], timeout_s: float
+        self, handler: str, property_id: str, params: CallParams, timeout_s: float
     ) -> Reply | HttpReply | StreamReply:
         channel = self.channel
         if channel is None or self.gone:
-            raise WorkerCrashed(
-                f"plugin {self.links.key!r} worker has gone", {"delivered": False}
-            )
+            raise WorkerCrashed(f"plugin {self.links.key!r} worker has gone", {"delivered": False})
         call_id = next(self._ids)
         slot = self.pending[call_id] = _Pending()
         self.links.telemetry.note_call(handler, property_id)
         deadline_ms = max(1, int(timeout_s * 1000))
         try:
-            channel.send(Call(call_id, handler, property_id, params, deadline_ms))
+            channel.send(call_message(call_id, handler, property_id, params, deadline_ms))
         except ChannelClosed:
             self.pending.pop(call_id, None)
             raise WorkerCrashed(
@@ -384,8 +383,7 @@ class Generation:
     def _on_log(self, record: Log) -> None:
         # records a plugin emits while serving a call are the caller's doing: they do not feed
         # the error-storm rule (an outside client must not be able to quarantine a plugin)
-        in_call = bool(getattr(record, "in_call", False))
-        if record.level >= logging.ERROR and not in_call:
+        if record.level >= logging.ERROR and not record.in_call:
             self._post(policy.ErrorLogged())
         if self.links.telemetry.admit_record(trio.current_time()):
             self.links.telemetry.add_log(

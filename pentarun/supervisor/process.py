@@ -22,7 +22,7 @@ from pathlib import Path
 
 import trio
 
-from ..sdk.plugin import IPC_FD_ENV, MAX_FRAME_ENV
+from ..ipc.env import IPC_FD_ENV, MAX_FRAME_ENV
 
 ENTRYPOINT = Path("worker") / "plugin_worker.py"
 MAX_LINE = 4096

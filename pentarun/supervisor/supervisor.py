@@ -87,7 +87,7 @@ class Supervisor:
         self.directory = directory or Directory()
         self.observers = observers or Observers()
         self.core_api = CoreApi(db, tokens, streams or StreamTokens(secrets.token_bytes(32)))
-        self.events = EventLane(self)
+        self.events = EventLane(self.directory)
         self.hooks = HookLane(db, self.directory)
         self.core_api.hook_runner = self.hooks.run
         self.core_api.register("events.publish", "events:publish", self.events.core_publish)

@@ -43,8 +43,14 @@ async def ha_url(server: Server) -> str:
             await trio.sleep(0.05)
 
 
-async def setup_site(tmp_path) -> Site:
-    server = await Server(tmp_path / "var", env=LISTENER_ENV).started()
+async def setup_site(tmp_path, config: str = "") -> Site:
+    """A server with the HA plugin for p1 and p2; `config` is TOML for `--config`."""
+    if config:
+        (tmp_path / "pentarun.toml").write_text(config)
+        args: tuple[str, ...] = ("--config", str(tmp_path / "pentarun.toml"))
+        server = await Server(tmp_path / "var", *args).started()
+    else:
+        server = await Server(tmp_path / "var", env=LISTENER_ENV).started()
     admin = server.client()
     for pid, camera in (("p1", "cam-a"), ("p2", "cam-b")):
         await admin.post("/api/properties", json={"id": pid, "name": f"Property {pid}"})
@@ -75,6 +81,27 @@ async def site(tmp_path):
     s.server.stop()
 
 
+PUBLIC_URL = "https://cams.example.test:8443/ha"
+TIGHT = f"""
+[listeners.homeassistant]
+bind = "127.0.0.1:0"
+public_url = "{PUBLIC_URL}"
+rate_limit = 20
+rate_window_s = 60
+auth_failures = 5
+"""
+
+
+@pytest.fixture
+async def tight(tmp_path):
+    """A site whose listener has a public URL, 20 requests a minute per key and 5 failed
+    authentications a minute per address (the table form of `[listeners]`)."""
+    s = await setup_site(tmp_path, TIGHT)
+    yield s
+    await s.admin.aclose()
+    s.server.stop()
+
+
 async def test_each_key_sees_only_its_property(site):
     for pid, cameras, foreign in (("p1", ["cam-a", "cam-c"], "cam-b"), ("p2", ["cam-b"], "cam-a")):
         async with site.ha(site.keys[pid][1]) as ha:
@@ -90,7 +117,7 @@ async def test_each_key_sees_only_its_property(site):
                 "api_version": "1",
                 "server": "pentarun",
                 "property": {"id": pid, "name": f"Property {pid}"},
-                "rate_limit": {"limit": 60, "window_s": 60},
+                "rate_limit": {"limit": 600, "window_s": 60},  # the manifest's default
             }
             own = await ha.get(f"/api/ha/v1/cameras/{cameras[0]}")
             assert own.status_code == 200 and own.json()["id"] == cameras[0]
@@ -133,13 +160,16 @@ async def test_the_three_key_forms_and_refusals(site):
         assert (await ha.get("/api/ha/v1/cameras")).status_code == 200
 
 
-async def test_rate_limit_answers_429_and_every_response_has_the_headers(site):
+async def test_rate_limit_answers_429_and_every_response_has_the_headers(tight):
+    site = tight
     async with site.ha(site.keys["p1"][1]) as ha:
-        for i in range(60):
+        info = (await ha.get("/api/ha/v1/info")).json()
+        assert info["rate_limit"] == {"limit": 20, "window_s": 60}  # the listener's setting
+        for i in range(1, 20):
             response = await ha.get("/api/ha/v1/cameras" if i % 2 else "/api/ha/v1/cameras/none")
-            assert response.headers["x-ratelimit-remaining"] == str(59 - i)
-            assert response.headers["ratelimit-policy"] == '"default";q=60;w=60'
-            assert response.headers["ratelimit"].startswith(f'"default";r={59 - i};t=')
+            assert response.headers["x-ratelimit-remaining"] == str(19 - i)
+            assert response.headers["ratelimit-policy"] == '"default";q=20;w=60'
+            assert response.headers["ratelimit"].startswith(f'"default";r={19 - i};t=')
         limited = await ha.get("/api/ha/v1/cameras")
         assert limited.status_code == 429
         assert limited.json()["error"]["code"] == "rate_limited"
@@ -147,6 +177,97 @@ async def test_rate_limit_answers_429_and_every_response_has_the_headers(site):
         assert limited.headers["x-ratelimit-remaining"] == "0"
     async with site.ha(site.keys["p2"][1]) as ha:  # another key has its own budget
         assert (await ha.get("/api/ha/v1/cameras")).status_code == 200
+
+
+async def test_token_use_spends_the_budget_of_the_key_that_minted_it(tight):
+    site = tight
+    async with site.ha(site.keys["p1"][1]) as ha:
+        issued = (await ha.post("/api/ha/v1/cameras/cam-a/stream-token", json={})).json()
+    token = issued["token"]
+    async with site.ha() as anonymous:
+        for i in range(1, 20):  # the key spent one request on minting
+            used = await anonymous.get(f"/api/ha/v1/cameras/cam-a/snapshot.jpg?token={token}")
+            assert used.status_code == 200 and used.headers["x-ratelimit-remaining"] == str(19 - i)
+        spent = await anonymous.get(f"/api/ha/v1/cameras/cam-a/snapshot.jpg?token={token}")
+        assert spent.status_code == 429 and "retry-after" in spent.headers
+    async with site.ha(site.keys["p1"][1]) as ha:  # one budget: the key itself is spent too
+        assert (await ha.get("/api/ha/v1/cameras")).status_code == 429
+    async with site.ha(site.keys["p2"][1]) as ha:
+        assert (await ha.get("/api/ha/v1/cameras")).status_code == 200
+
+
+async def test_failed_attempts_from_one_address_get_429_even_with_a_good_key(tight):
+    site = tight
+    async with site.ha(**{"X-API-Key": "pvh_guess"}) as guesser:
+        for i in range(5):
+            refused = await guesser.get("/api/ha/v1/cameras")
+            assert refused.status_code == 401
+            assert refused.headers["x-ratelimit-remaining"] == str(4 - i)
+        blocked = await guesser.get("/api/ha/v1/cameras")
+        assert blocked.status_code == 429 and 1 <= int(blocked.headers["retry-after"]) <= 60
+    async with site.ha(site.keys["p1"][1]) as ha:  # same address (127.0.0.1): blocked as well
+        blocked = await ha.get("/api/ha/v1/cameras")
+        assert blocked.status_code == 429 and blocked.json()["error"]["code"] == "rate_limited"
+    assert (await site.admin.get("/healthz")).status_code == 200  # the admin API is not touched
+
+
+async def test_handed_out_urls_use_the_public_url_never_the_host_header(tight):
+    site = tight
+    forged = {"Host": "evil.example", "X-Forwarded-Host": "evil.example"}
+    async with site.ha(site.keys["p1"][1], **forged) as ha:
+        listed = (await ha.get("/api/ha/v1/cameras")).json()
+        assert listed["cameras"][0]["snapshot_url"] == (
+            f"{PUBLIC_URL}/api/ha/v1/cameras/cam-a/snapshot.jpg"
+        )
+        issued = await ha.post("/api/ha/v1/cameras/cam-a/stream-token", json={})
+        assert issued.status_code == 201 and "evil" not in issued.text
+        assert issued.json()["urls"]["mjpeg"].startswith(f"{PUBLIC_URL}/api/ha/v1/cameras/cam-a/")
+
+
+async def test_without_a_public_url_urls_name_the_bound_address(site):
+    forged = {"Host": "evil.example:666"}
+    async with site.ha(site.keys["p1"][1], **forged) as ha:
+        listed = await ha.get("/api/ha/v1/cameras")
+        assert listed.status_code == 200 and "evil" not in listed.text
+        assert listed.json()["cameras"][0]["snapshot_url"].startswith(f"{site.ha_url}/api/ha/v1/")
+        issued = await ha.post("/api/ha/v1/cameras/cam-a/stream-token", json={})
+        assert "evil" not in issued.text
+        assert issued.json()["urls"]["snapshot"].startswith(f"{site.ha_url}/api/ha/v1/")
+
+
+async def test_deeply_nested_json_is_a_400_and_the_port_serves_on(site):
+    async with site.ha(site.keys["p1"][1]) as ha:
+        deep = await ha.post(
+            "/api/ha/v1/cameras/cam-a/stream-token",
+            content=b"[" * 1000 + b"]" * 1000,
+            headers={"Content-Type": "application/json"},
+        )
+        assert deep.status_code == 400 and deep.json()["error"]["code"] == "bad_request"
+        for bad in (b"\xff\xfe", b'{"ttl_s": '):
+            answer = await ha.post("/api/ha/v1/cameras/cam-a/stream-token", content=bad)
+            assert answer.status_code == 400
+        huge = await ha.post("/api/ha/v1/cameras/cam-a/stream-token", content=b" " * 200_000)
+        assert huge.status_code == 413
+    async with site.ha(site.keys["p1"][1]) as ha:
+        assert (await ha.get("/api/ha/v1/cameras")).status_code == 200
+
+
+async def test_a_stream_token_dies_with_its_key(site):
+    key_id, key = site.keys["p1"]
+    async with site.ha(key) as ha:
+        issued = (
+            await ha.post("/api/ha/v1/cameras/cam-a/stream-token", json={"ttl_s": 86400})
+        ).json()
+    snapshot = f"/api/ha/v1/cameras/cam-a/snapshot.jpg?token={issued['token']}"
+    async with site.ha() as anonymous:
+        assert (await anonymous.get(snapshot)).status_code == 200
+        assert (await site.admin.delete(f"/api/ha-keys/{key_id}")).status_code == 200
+        refused = await anonymous.get(snapshot)
+        assert refused.status_code == 403 and not refused.content.startswith(b"\xff\xd8")
+        assert refused.json()["error"]["details"]["reason"] == "key_revoked"
+        with trio.fail_after(10):
+            async with anonymous.stream("GET", issued["urls"]["mjpeg"]) as stream:
+                assert stream.status_code == 403
 
 
 async def test_stream_tokens(site):

@@ -1,15 +1,20 @@
 """The install pipeline over real HTTP: real zips, real workers, a real SQLite file."""
 
+import base64
 import importlib.util
 import json
 import signal
+import subprocess
+import sys
 
+import httpx
 import pytest
 import trio
 
-from pentarun.packages.builder import pack
+from pentarun.packages.builder import pack, sign_package
+from pentarun.security import signing
 
-from ..packages.factory import PLAN, WORKER, definition, source
+from ..packages.factory import PLAN, WORKER, definition, files_of, source
 from .server import Server, wait_state, wait_worker
 from .wheels import make_wheel
 
@@ -140,13 +145,22 @@ async def test_requirements_wait_for_approval_then_install_offline(tmp_path):
             uploaded = (await client.post("/api/plugins", content=data, headers=ZIP)).json()
             assert uploaded["state"] == "DEPENDENCIES_PENDING"
             pending = uploaded["install"]["pending_approval"]
-            assert pending["requirements"] == ["greeter==1.0.0"] and pending["scopes"] == []
+            assert pending["requirements"] == ["greeter==1.0.0"]
+            assert pending["scopes"] == [
+                {"scope": "properties:read", "level": "read", "risk": 5, "needs_approval": False}
+            ]
             assert len(pending["digest"]) == 64
+            assert [k for k in pending if "digest" in k] == ["digest"]  # one digest to echo
             assert not (srv.data_dir / "staging").exists() or not any(
                 (srv.data_dir / "staging").iterdir()
             )
             wrong = await client.post("/api/plugins/demo/approve", json={"digest": "0" * 64})
-            assert wrong.status_code == 409 and "digest" in wrong.json()["error"]["message"]
+            assert wrong.status_code == 409
+            assert "echo pending_approval.digest" in wrong.json()["error"]["message"]
+            package_hash = pending["package"]["sha256"]
+            mistaken = await client.post("/api/plugins/demo/approve", json={"digest": package_hash})
+            assert mistaken.status_code == 409
+            assert "package's sha256" in mistaken.json()["error"]["message"]
             ok = await client.post("/api/plugins/demo/approve", json={"digest": pending["digest"]})
             assert ok.status_code == 200
             await client.post("/api/plugins/demo/enable", json={"properties": ["p1"]})
@@ -168,7 +182,10 @@ async def test_scopes_above_auto_approve_need_approval_and_can_be_rejected(serve
         uploaded = (await client.post("/api/plugins", content=data, headers=ZIP)).json()
         assert uploaded["state"] == "DEPENDENCIES_PENDING"
         pending = uploaded["install"]["pending_approval"]
-        assert pending["scopes"] == [{"scope": "cameras:write", "level": "write", "risk": 30}]
+        assert pending["scopes"] == [
+            {"scope": "cameras:write", "level": "write", "risk": 30, "needs_approval": True},
+            {"scope": "properties:read", "level": "read", "risk": 5, "needs_approval": False},
+        ]
         assert pending["risk_score"] == 35
         rejected = await client.post("/api/plugins/demo/reject", json={"reason": "too risky"})
         assert rejected.json()["install"]["state"] == "REJECTED"
@@ -364,3 +381,115 @@ async def test_server_killed_during_installing_restarts_consistent(tmp_path):
             assert any("resumed after restart" in e["reason"] for e in events)
     finally:
         srv.stop()
+
+
+def signed_package(private_pem: bytes, key_id: str, version: str = "1.0.0") -> bytes:
+    return sign_package(files_of(versioned(version)), private_pem, key_id)
+
+
+async def test_a_trusted_key_added_while_running_is_honoured_at_once(server):
+    private_pem, public_pem = signing.generate_key()
+    public_b64 = base64.b64encode(signing.load_public_key(public_pem).public_bytes_raw()).decode()
+    async with server.client() as client:
+        refused = await client.post(
+            "/api/plugins", content=signed_package(private_pem, "acme"), headers=ZIP
+        )
+        assert refused.status_code == 422
+        assert refused.json()["error"]["details"]["problems"][0]["code"] == (
+            "signature.untrusted_key"
+        )
+        added = await client.post(
+            "/api/trust/keys", json={"key_id": "acme", "public_key": public_b64}
+        )
+        assert added.status_code == 201, added.text
+        assert added.json()["key_id"] == "acme" and added.json()["public_key"] == public_b64
+        listed = (await client.get("/api/trust/keys")).json()["keys"]
+        assert [k["key_id"] for k in listed] == ["acme"]
+        accepted = await client.post(
+            "/api/plugins", content=signed_package(private_pem, "acme"), headers=ZIP
+        )
+        assert accepted.status_code == 202, accepted.text  # no restart in between
+        await wait_state(client, "demo", "VERIFIED")
+
+        removed = await client.delete("/api/trust/keys/acme")
+        assert removed.status_code == 200
+        assert (await client.delete("/api/trust/keys/acme")).status_code == 404
+        again = await client.post(
+            "/api/plugins", content=signed_package(private_pem, "acme", "1.1.0"), headers=ZIP
+        )
+        assert again.status_code == 422  # removal is honoured at once too
+
+        # a key copied into the trust directory by hand, while the server runs
+        other_private, other_public = signing.generate_key()
+        (server.data_dir / "trusted_keys" / "by-hand.pub").write_bytes(other_public)
+        by_hand = await client.post(
+            "/api/plugins", content=signed_package(other_private, "by-hand", "1.1.0"), headers=ZIP
+        )
+        assert by_hand.status_code == 202, by_hand.text
+
+        with trio.fail_after(10):  # audit rows are written off the request path
+            while True:
+                events = (await client.get("/api/audit")).json()["events"]
+                kinds = [e["type"] for e in events]
+                if "trust.key_removed" in kinds:
+                    break
+                await trio.sleep(0.05)
+        assert "trust.key_added" in kinds
+
+
+LISTENED = {
+    "listener": {"name": "demo", "port": 8200},
+    "routes": [{"method": "GET", "path": "/api/demo/echo", "handler": "demo.echo",
+                "listener": "demo"}],
+}  # fmt: skip
+
+
+async def test_a_source_plugin_is_validated_and_its_listener_bound(tmp_path):
+    tree = tmp_path / "src"
+    for name, data in source(definition(**LISTENED)).items():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes(data)
+    srv = await Server(
+        tmp_path / "var", "--plugin-dir", str(tree), env={"PENTARUN_LISTENERS__DEMO": "127.0.0.1:0"}
+    ).started()
+    try:
+        async with srv.client() as client:
+            detail = (await client.get("/api/plugins/demo")).json()
+            assert (detail["state"], detail["reason"]) == ("ENABLED", "running from source")
+            assert detail["manifest"]["listener"]["name"] == "demo"
+            await setup_property(client)
+            assert (await client.put("/api/plugins/demo/properties/p1")).status_code == 200
+            key = (await client.post("/api/properties/p1/ha-keys", json={"name": "t"})).json()
+            with trio.fail_after(20):
+                while (
+                    "demo"
+                    not in (run := json.loads((srv.data_dir / "run.json").read_text()))["listeners"]
+                ):
+                    await trio.sleep(0.05)
+            await wait_worker(client, "demo")
+        async with httpx.AsyncClient(base_url=run["listeners"]["demo"], timeout=10) as listener:
+            answer = await listener.get(
+                "/api/demo/echo", headers={"Authorization": f"Bearer {key['key']}"}
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["property"] == "p1"
+    finally:
+        srv.stop()
+
+
+def test_an_invalid_source_tree_stops_serve_with_every_problem(tmp_path):
+    tree = tmp_path / "src"
+    for name, data in source(definition(traits=["root"], scopes=["camera:read"])).items():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes(data)
+    result = subprocess.run(
+        [sys.executable, "-m", "pentarun", "serve", "--data-dir", str(tmp_path / "var"),
+         "--admin-bind", "127.0.0.1:0", "--plugin-dir", str(tree)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "manifest.reserved_trait" in result.stderr and "did you mean 'cameras:read'" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "var" / "run.json").exists()

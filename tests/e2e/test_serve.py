@@ -33,7 +33,7 @@ async def test_serve_runs_a_plugin_from_source_and_calls_it(data_dir):
         assert stat.S_IMODE((data_dir / "admin.token").stat().st_mode) == 0o600
         async with server.client() as client:
             assert (await client.get("/healthz")).status_code == 200
-            assert (await client.get("/readyz")).json() == {"ready": True}
+            assert (await client.get("/readyz")).json()["ready"] is True
             assert (
                 await client.post("/api/properties", json={"id": "p1", "name": "One"})
             ).status_code == 201
@@ -111,6 +111,16 @@ async def test_demo_serves_the_hello_plugin(data_dir):
             call = {"handler": "hello", "property": "demo", "params": {"name": "Ada"}}
             result = (await client.post("/api/plugins/hello/call", json=call)).json()["result"]
             assert result["greeting"] == "Hello, Ada!" and result["property"]["id"] == "demo"
+    finally:
+        server.stop()
+    demo_key = (data_dir / "demo-ha.key").read_text()
+    assert stat.S_IMODE((data_dir / "demo-ha.key").stat().st_mode) == 0o600
+    server = await Server(data_dir, "--demo").started()  # a second demo start reuses its key
+    try:
+        async with server.client() as client:
+            keys = (await client.get("/api/properties/demo/ha-keys")).json()["keys"]
+            assert len(keys) == 1
+        assert (data_dir / "demo-ha.key").read_text() == demo_key
     finally:
         server.stop()
 

@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pentarun.errors import MethodNotAllowed, NotFound
-from pentarun.gateway.listeners import compile_routes, match
+from pentarun.gateway.listener_routes import compile_routes, match
 from pentarun.packages.manifest import Listener, Manifest, Route, Security
 
 ROUTES = [

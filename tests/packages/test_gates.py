@@ -7,7 +7,7 @@ from pentarun.packages.gates import GATES, run_gates
 from pentarun.packages.installer import worker_spec, write_tree
 from pentarun.packages.package import InspectContext, inspect_files
 
-from .factory import PLAN, WORKER, source
+from .factory import PLAN, WORKER, definition, source
 
 CONFIG = SupervisorConfig(call_timeout_s=5, startup_timeout_s=10, stop_timeout_s=1)
 
@@ -104,3 +104,14 @@ async def test_a_worker_that_cannot_start_fails_everything(tmp_path):
     assert [g.ok for g in report.gates] == [False] * 5
     assert report.gates[1].detail == "not run: the self gate failed"
     assert "exited with code 4" in report.gates[0].cases[0].detail
+
+
+async def test_a_declared_handler_the_worker_lacks_fails_the_self_gate(tmp_path):
+    files = source(definition(handlers=["demo.echo", "demo.missing"]))
+    report, _ = await gates_for(tmp_path, files)
+    assert not report.ok
+    self_gate = report.gates[0]
+    implemented = next(c for c in self_gate.cases if c.name.startswith("implements"))
+    assert not implemented.ok
+    assert implemented.detail == "the worker does not implement: handler 'demo.missing'"
+    assert report.gates[1].detail == "not run: the self gate failed"

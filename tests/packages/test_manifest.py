@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pentarun.packages.manifest import public_hostname_problem, validate_manifest
+from pentarun.packages.manifest import Manifest, public_hostname_problem, validate_manifest
 
 from .factory import definition
 
@@ -82,12 +82,55 @@ CASES = [
     ("config schema type", definition(config_schema={"type": "array"}), "manifest.invalid_value", F + "config_schema.type"),
     ("config schema invalid", definition(config_schema={"type": "object", "properties": {"x": {"type": "colour"}}}), "manifest.invalid_schema", F + "config_schema"),
     ("wizard path", definition(ui={"wizard": "../x.html"}), "manifest.invalid_value", F + "ui.wizard"),
+    ("idempotent undeclared", definition(idempotent=["demo.nope"]), "manifest.undeclared_handler", F + "idempotent[0]"),
+    ("idempotent wrong type", definition(idempotent="demo.echo"), "manifest.wrong_type", F + "idempotent"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "raw", "code", "path"), CASES, ids=[c[0] for c in CASES])
 def test_rule(name, raw, code, path):
     assert (code, path) in problems(raw)
+
+
+def messages(raw):
+    _, found = validate_manifest(raw, identity=("demo", "1.0.0"), engine_version="0.1.0")
+    return {p.path: p.message for p in found}
+
+
+def test_misspellings_get_a_suggestion():
+    found = messages(
+        definition(
+            scopes=["camera:read", "properties:read", "zzz:qqq"],
+            handler=["demo.echo"],
+            security={"authentication_required": True, "data_clasification": ["internal"]},
+            idempotent=["demo.ech"],
+        )
+    )
+    assert found[F + "scopes[0]"] == "unknown scope 'camera:read' (did you mean 'cameras:read'?)"
+    assert found[F + "scopes[2]"] == "unknown scope 'zzz:qqq'"  # nothing close: no guess
+    assert found[F + "handler"] == "unknown field (did you mean 'handlers'?)"
+    assert "did you mean 'data_classification'?" in found[F + "security.data_clasification"]
+    assert found[F + "idempotent[0]"] == "'demo.ech' is not in handlers (did you mean 'demo.echo'?)"
+
+
+def test_idempotent_handlers_and_get_routes_may_be_retried():
+    raw = definition(
+        handlers=["demo.echo", "demo.list", "demo.change"],
+        idempotent=["demo.echo"],
+        listener={"name": "demo", "port": 8200},
+        routes=[
+            {"method": "GET", "path": "/list", "handler": "demo.list", "listener": "demo"},
+            {"method": "POST", "path": "/change", "handler": "demo.change", "listener": "demo"},
+        ],
+    )
+    manifest, found = validate_manifest(raw, engine_version="0.1.0")
+    assert found == [] and isinstance(manifest, Manifest)
+    assert manifest.idempotent == ["demo.echo"]
+    assert manifest.is_idempotent("demo.echo") and manifest.is_idempotent("demo.echo", "POST")
+    assert manifest.is_idempotent("demo.list", "GET")
+    assert not manifest.is_idempotent("demo.list")  # an admin call names no method
+    assert not manifest.is_idempotent("demo.change", "POST")
+    assert not manifest.is_idempotent("demo.change", "GET")  # no GET route serves it
 
 
 def test_cycles_through_installed_plugins_are_rejected():

@@ -12,6 +12,8 @@ from pentarun.packages.pipeline import (
     Enable,
     Job,
     OperatorRejected,
+    ProbationDue,
+    ProbationResult,
     Quarantine,
     Refuse,
     Release,
@@ -69,6 +71,7 @@ def test_approval_needs_the_exact_digest():
     assert job.stage is Stage.DEPENDENCIES_PENDING and job.approval_digest == "abc"
     same, cmds = step(job, Approved("wrong"))
     assert same == job and isinstance(cmds[0], Refuse)
+    assert "echo pending_approval.digest" in cmds[0].reason
     job, cmds = step(job, Approved("abc"))
     assert job.stage is Stage.INSTALLING and cmds == [Run("install")]
 
@@ -93,6 +96,60 @@ def test_release_retests_in_place_and_fails_back_to_quarantine():
     assert job.stage is Stage.VERIFIED and job.reason == "verified; released"
 
 
+def enabled_job():
+    job, _ = step(run(HAPPY)[0], Enable())
+    return job
+
+
+def test_probation_retests_on_its_own_and_passing_goes_back_to_enabled():
+    job, cmds = step(enabled_job(), Quarantine("crash_loop: 3 crashes", probation_at=100.0))
+    assert (job.stage, job.probation_due_at, cmds) == (Stage.QUARANTINED, 100.0, [StopWorker()])
+    job, cmds = step(job, ProbationDue(retry_at=200.0))
+    assert (job.stage, job.running, job.on_probation) == (Stage.TESTING, "test", True)
+    assert job.probation_due_at is None and job.probation_attempts == 1
+    job, cmds = run([StepDone(), StepDone()], job)
+    assert job.stage is Stage.ENABLED and "probation attempt 1" in job.reason
+    assert cmds[-3:] == [Activate(), StartWorker(), ProbationResult(1, True)]
+    assert (job.on_probation, job.probation_attempts, job.releasing) == (False, 0, False)
+
+
+def test_a_failed_attempt_schedules_the_next_until_none_is_left():
+    job, _ = step(enabled_job(), Quarantine("crash_loop", probation_at=100.0))
+    job, _ = step(job, ProbationDue(retry_at=200.0))
+    job, cmds = step(job, StepFailed("security gate failed"))
+    assert job.stage is Stage.QUARANTINED and job.probation_due_at == 200.0
+    assert cmds == [ProbationResult(1, False, 200.0)] and "attempt 1 failed" in job.reason
+    job, _ = step(job, ProbationDue(retry_at=None))  # the last attempt
+    job, cmds = step(job, StepFailed("again"))
+    assert job.stage is Stage.QUARANTINED and job.probation_due_at is None
+    assert cmds == [ProbationResult(2, False, None)]
+    assert step(job, ProbationDue(retry_at=None)) == (job, [])  # nothing pending: no attempt
+
+
+def test_an_operator_cancels_a_pending_probation():
+    pending, _ = step(enabled_job(), Quarantine("crash_loop", probation_at=100.0))
+    released, cmds = step(pending, Release())
+    assert released.stage is Stage.TESTING and released.probation_due_at is None
+    assert not released.on_probation and cmds == [Run("test")]
+    verified, _ = run([StepDone(), StepDone()], released)
+    assert verified.stage is Stage.VERIFIED  # an operator's release does not enable
+    quarantined, cmds = step(pending, Quarantine("operator: keep it off"))
+    assert quarantined.stage is Stage.QUARANTINED and quarantined.probation_due_at is None
+    assert "probation cancelled" in quarantined.reason and cmds == []
+    assert step(quarantined, ProbationDue(retry_at=None)) == (quarantined, [])
+
+
+def test_an_attempt_interrupted_too_often_counts_as_failed():
+    job, _ = step(enabled_job(), Quarantine("crash_loop", probation_at=100.0))
+    job, _ = step(job, ProbationDue(retry_at=300.0))
+    for _ in range(MAX_RESUMES):
+        job, cmds = step(job, Resume())
+        assert cmds == [Run("test")] and job.on_probation
+    job, cmds = step(job, Resume())
+    assert job.stage is Stage.QUARANTINED and job.probation_due_at == 300.0
+    assert cmds == [ProbationResult(1, False, 300.0)]
+
+
 def test_resume_reruns_interrupted_work_a_bounded_number_of_times():
     job, _ = run([Begin(), Validated(), StepDone()])  # TESTING, running test
     for _ in range(MAX_RESUMES):
@@ -109,7 +166,8 @@ def test_resume_reruns_interrupted_work_a_bounded_number_of_times():
 events = st.sampled_from([
     Begin(), Validated(), Validated(approval_digest="d"), Approved("d"), Approved("x"),
     OperatorRejected(), StepDone(), StepFailed("boom"), Enable(), Disable(), Quarantine("q"),
-    Release(), Resume(),
+    Quarantine("loop", probation_at=5.0), ProbationDue(retry_at=9.0), ProbationDue(), Release(),
+    Resume(),
 ])  # fmt: skip
 
 
@@ -130,7 +188,15 @@ class PipelineMachine(RuleBasedStateMachine):
                 Stage.QUARANTINED,
             )
         if before.stage is Stage.QUARANTINED and self.job.stage is not Stage.QUARANTINED:
-            assert isinstance(event, Release)
+            assert isinstance(event, Release) or (
+                isinstance(event, ProbationDue) and before.probation_due_at is not None
+            )
+        if isinstance(event, Release) and self.job.stage is Stage.TESTING:
+            assert self.job.probation_due_at is None and not self.job.on_probation
+        if self.job.probation_due_at is not None:
+            assert self.job.stage is Stage.QUARANTINED
+        if self.job.on_probation:
+            assert self.job.releasing and self.job.stage in (Stage.TESTING, Stage.INSTALLED)
         if before.stage is Stage.REJECTED:
             assert self.job == before and all(isinstance(c, Refuse) for c in cmds)
         if Activate() in cmds:

@@ -2,9 +2,11 @@
 
 import logging
 import socket
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import msgspec
 import trio
 
 from pentarun.ipc.channel import Channel
@@ -22,6 +24,7 @@ from pentarun.ipc.messages import (
     Hello,
     HttpReply,
     Log,
+    PlatformEvent,
     Ready,
     Reply,
     Stop,
@@ -58,6 +61,30 @@ async def error(ctx: Context, params: dict) -> dict:
 @plugin.handler("boom")
 async def boom(ctx: Context, params: dict) -> dict:
     raise RuntimeError("kaput")
+
+
+@plugin.handler("log_in_task")
+async def log_in_task(ctx: Context, params: dict) -> dict:
+    async with trio.open_nursery() as nursery:  # tasks a handler starts serve its call too
+        nursery.start_soon(_log_error, "from a task of the call")
+    raise RuntimeError("and then it broke")
+
+
+async def _log_error(text: str) -> None:
+    logging.getLogger("test.plugin").error(text)
+
+
+@plugin.handler("log_in_thread")
+async def log_in_thread(ctx: Context, params: dict) -> dict:
+    thread = threading.Thread(target=logging.getLogger("test.plugin").error, args=("own thread",))
+    thread.start()
+    await trio.to_thread.run_sync(thread.join)
+    return {}
+
+
+@plugin.on_event("camera.motion")
+async def on_motion(ctx: Context, event: dict) -> None:
+    raise RuntimeError("event handler broke")
 
 
 @plugin.handler("forever")
@@ -137,9 +164,11 @@ async def test_worker_protocol_end_to_end():
         assert await core.next(Failure) == Failure(3, "nope", "not allowed", 403)
         core.channel.send(Call(4, "boom", "p1"))
         failure = await core.next(Failure)
-        assert (failure.code, failure.status) == ("plugin_error", 500)
+        assert (failure.code, failure.status) == ("handler_error", 500)
+        assert failure.message == "RuntimeError: kaput"
         log = await core.next(Log)
         assert log.level == logging.ERROR and "kaput" in log.message
+        assert log.in_call  # the caller's failure: it does not feed the error-storm rule
         core.channel.send(Call(5, "missing", "p1"))
         assert (await core.next(Failure)).code == "unknown_handler"
         core.channel.send(Call(6, "unencodable", "p1"))
@@ -185,3 +214,50 @@ async def test_streams_respect_credit_and_end_on_cancel():
         core.channel.send(Cancel(1))
         assert await core.next(StreamEnd) == StreamEnd(1, "")
         core.channel.send(Stop())
+
+
+async def _answer_and_logs(core: FakeCore, logs: int) -> tuple[WorkerMessage, list[Log]]:
+    """The next Failure or Reply and `logs` Log records, in whatever order they come."""
+    answer, records = None, []
+    with trio.fail_after(5):
+        while answer is None or len(records) < logs:
+            message = await core.inbox.receive()
+            if isinstance(message, Log):
+                records.append(message)
+            elif isinstance(message, Failure | Reply):
+                answer = message
+    return answer, records
+
+
+async def test_records_logged_while_serving_a_call_are_marked_in_call():
+    async with connected_worker() as core:
+        core.channel.send(Call(1, "log_in_task", "p1"))
+        failure, (task_log, handler_log) = await _answer_and_logs(core, 2)
+        assert failure == Failure(1, "handler_error", "RuntimeError: and then it broke", 500)
+        assert (task_log.message, task_log.in_call) == ("from a task of the call", True)
+        assert "and then it broke" in handler_log.message and handler_log.in_call
+        core.channel.send(Call(2, "log_in_thread", "p1"))
+        reply, [thread_log] = await _answer_and_logs(core, 1)
+        assert reply == Reply(2, {})
+        # a thread the plugin starts itself is not the call's: its records count
+        assert (thread_log.message, thread_log.in_call) == ("own thread", False)
+        core.channel.send(Stop())
+
+
+async def test_records_logged_outside_calls_are_not_marked():
+    async with connected_worker() as core:
+        core.channel.send(PlatformEvent(7, "camera.motion", "p1", {}))
+        log = await core.next(Log)
+        assert log.level == logging.ERROR and "event handler broke" in log.message
+        assert log.in_call is False
+        core.channel.send(Stop())
+
+
+def test_in_call_is_omitted_on_the_wire_unless_set():
+    plain = msgspec.msgpack.encode(Log(40, "x", "m", 1.0))
+    assert b"in_call" not in plain
+    older = msgspec.msgpack.encode({"kind": "log", "level": 40, "logger": "x", "message": "m"})
+    assert msgspec.msgpack.decode(older, type=WorkerMessage) == Log(40, "x", "m")
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(Log(40, "x", "m", 1.0, True))).get(
+        "in_call"
+    )

@@ -22,9 +22,11 @@ from .installs import (
     test_runs,
 )
 from .operators import (
+    AuditPage,
     AuditRow,
     OperatorRow,
     audit,
+    audit_page,
     count_operators,
     create_operator,
     get_operator,
@@ -43,6 +45,7 @@ from .plugins import (
     list_events,
     list_health,
     list_plugins,
+    plugin_state_counts,
     record_event,
     record_health,
     set_config,
@@ -55,6 +58,7 @@ from .plugins import (
 )
 from .properties import (
     CameraRow,
+    HaKeyRateLimit,
     HaKeyRow,
     PropertyRow,
     assign_property,
@@ -74,9 +78,11 @@ from .properties import (
 )
 
 __all__ = [
+    "AuditPage",
     "AuditRow",
     "CameraRow",
     "EventRow",
+    "HaKeyRateLimit",
     "HaKeyRow",
     "HealthRow",
     "InstallRow",
@@ -89,6 +95,7 @@ __all__ = [
     "assign_property",
     "assigned_properties",
     "audit",
+    "audit_page",
     "cameras_of",
     "count_operators",
     "create_camera",
@@ -116,6 +123,7 @@ __all__ = [
     "list_properties",
     "mark_interrupted_test_runs",
     "operator_by_token_hash",
+    "plugin_state_counts",
     "record_event",
     "record_health",
     "revoke_ha_key",

@@ -1,4 +1,8 @@
-"""Install jobs (one per uploaded package) and test runs."""
+"""Install jobs (one per uploaded package) and test runs.
+
+A job's manifest and pending approval are stored as JSON and read back typed (`Manifest`,
+`Approval`), decoded once here; the job itself stays a dict for the pipeline driver to convert.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from typing import Any
 
 import msgspec
 
+from ...packages.approval import Approval
+from ...packages.manifest import Manifest
 from ..db import Database
 
 
@@ -17,9 +23,9 @@ class InstallRow(msgspec.Struct, frozen=True):
     plugin_key: str
     version: str
     job: dict[str, Any]
-    approval: dict[str, Any] | None
+    approval: Approval | None
     package_digest: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     file_hashes: dict[str, str]
     active: bool
     last_run_id: str | None
@@ -33,9 +39,9 @@ def _install(r: sqlite3.Row) -> InstallRow:
         r["plugin_key"],
         r["version"],
         json.loads(r["job"]),
-        json.loads(r["approval"]) if r["approval"] else None,
+        msgspec.json.decode(r["approval"], type=Approval) if r["approval"] else None,
         r["package_digest"],
-        json.loads(r["manifest"]),
+        msgspec.json.decode(r["manifest"], type=Manifest),
         json.loads(r["file_hashes"]),
         bool(r["active"]),
         r["last_run_id"],
@@ -52,7 +58,7 @@ async def create_install(
     version: str,
     job: dict[str, Any],
     package_digest: str,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     file_hashes: dict[str, str],
 ) -> None:
     now = time.time()
@@ -66,7 +72,7 @@ async def create_install(
             version,
             json.dumps(job),
             package_digest,
-            json.dumps(manifest),
+            msgspec.json.encode(manifest).decode(),
             json.dumps(file_hashes),
             now,
             now,
@@ -82,10 +88,10 @@ async def save_install(db: Database, install_id: str, job: dict[str, Any]) -> No
     )
 
 
-async def set_install_approval(db: Database, install_id: str, approval: dict[str, Any]) -> None:
+async def set_install_approval(db: Database, install_id: str, approval: Approval) -> None:
     await db.execute(
         "UPDATE plugin_installs SET approval = ?, updated_at = ? WHERE id = ?",
-        (json.dumps(approval), time.time(), install_id),
+        (msgspec.json.encode(approval).decode(), time.time(), install_id),
     )
 
 
@@ -160,10 +166,14 @@ def _run(r: sqlite3.Row) -> TestRunRow:
     )
 
 
-def test_runs(db: Database, plugin_key: str, limit: int = 50) -> list[TestRunRow]:
+def test_runs(
+    db: Database, plugin_key: str, limit: int = 50, before: float | None = None
+) -> list[TestRunRow]:
+    """The newest `limit` test runs of a plugin, started before time `before` if given."""
     rows = db.read(
-        "SELECT * FROM plugin_test_runs WHERE plugin_key = ? ORDER BY started_at DESC LIMIT ?",
-        (plugin_key, limit),
+        """SELECT * FROM plugin_test_runs WHERE plugin_key = ? AND started_at < ?
+           ORDER BY started_at DESC LIMIT ?""",
+        (plugin_key, float("inf") if before is None else before, limit),
     )
     return [_run(r) for r in rows]
 

@@ -97,27 +97,51 @@ def audit(
     )
 
 
-def list_audit(
+AUDIT_SCAN = 5000  # audit rows one page looks at, at most (a page is a window of the log)
+
+
+class AuditPage(msgspec.Struct, frozen=True):
+    rows: list[AuditRow]
+    next_before: int | None  # pass as `before` for the next (older) page; None: the log's start
+
+
+def audit_page(
     db: Database,
     *,
     plugin: str | None = None,
     property_id: str | None = None,
     type_: str | None = None,
     since: float | None = None,
+    before: int | None = None,
     limit: int = 500,
-) -> list[AuditRow]:
-    clauses: list[str] = []
-    params: list[Any] = []
+    scan: int = AUDIT_SCAN,
+) -> AuditPage:
+    """The newest audit rows matching the filters, among at most `scan` rows older than
+    `before` (by id): bounded work however rare the filters' matches are (no filter column is
+    indexed). Follow `next_before` for older matches."""
+    window_end = "id < ?" if before is not None else "1"
+    window: tuple[Any, ...] = (before,) if before is not None else ()
+    edge = db.read_one(
+        f"""SELECT min(id) AS oldest, min(at) AS oldest_at, count(*) AS n FROM
+            (SELECT id, at FROM audit_log WHERE {window_end} ORDER BY id DESC LIMIT ?)""",
+        (*window, scan),
+    )
+    if edge is None or not edge["n"]:
+        return AuditPage([], None)
+    clauses = ["id >= ?"] + ([window_end] if before is not None else [])
+    params: list[Any] = [edge["oldest"], *window]
     for column, value in (("plugin", plugin), ("property", property_id), ("type", type_)):
         if value is not None:
             clauses.append(f"{column} = ?")
             params.append(value)
     if since is not None:
-        clauses.append("at >= ?")
+        clauses.append("+at >= ?")  # `+`: walk the id range, never the time index
         params.append(since)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    rows = db.read(f"SELECT * FROM audit_log {where} ORDER BY id DESC LIMIT ?", (*params, limit))
-    return [
+    rows = db.read(
+        f"SELECT * FROM audit_log WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT ?",
+        (*params, limit),
+    )
+    page = [
         AuditRow(
             r["id"],
             r["at"],
@@ -130,14 +154,48 @@ def list_audit(
         )
         for r in rows
     ]
+    if len(page) == limit:
+        next_before: int | None = page[-1].id
+    elif edge["n"] < scan or (since is not None and edge["oldest_at"] < since):
+        next_before = None  # the log's start, or older than `since`
+    else:
+        next_before = edge["oldest"]
+    return AuditPage(page, next_before)
+
+
+def list_audit(
+    db: Database,
+    *,
+    plugin: str | None = None,
+    property_id: str | None = None,
+    type_: str | None = None,
+    since: float | None = None,
+    limit: int = 500,
+) -> list[AuditRow]:
+    """The newest matching rows among the last AUDIT_SCAN (see `audit_page`)."""
+    return audit_page(
+        db, plugin=plugin, property_id=property_id, type_=type_, since=since, limit=limit
+    ).rows
 
 
 def _operator(r: sqlite3.Row) -> OperatorRow:
     return OperatorRow(r["id"], r["name"], r["role"], json.loads(r["properties"]), r["created_at"])
 
 
-def list_operators(db: Database) -> list[OperatorRow]:
-    rows = db.read("SELECT * FROM operators WHERE revoked_at IS NULL ORDER BY created_at")
+def list_operators(db: Database, *, after: str = "", limit: int = 1000) -> list[OperatorRow]:
+    """Operators by creation, at most `limit`, those created after operator `after` if given."""
+    if not after:
+        rows = db.read(
+            "SELECT * FROM operators WHERE revoked_at IS NULL ORDER BY created_at, id LIMIT ?",
+            (limit,),
+        )
+    else:
+        rows = db.read(
+            """SELECT * FROM operators WHERE revoked_at IS NULL
+                 AND (created_at, id) > (SELECT created_at, id FROM operators WHERE id = ?)
+               ORDER BY created_at, id LIMIT ?""",
+            (after, limit),
+        )
     return [_operator(r) for r in rows]
 
 

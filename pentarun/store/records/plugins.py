@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from ...packages.manifest import Manifest
 from ..db import Database
 
 
@@ -19,7 +20,7 @@ class PluginRow(msgspec.Struct, frozen=True):
     state: str
     reason: str
     source_dir: str
-    manifest: dict[str, Any]
+    manifest: Manifest | None  # None only for a row written without one (or unreadable)
     created_at: float
     updated_at: float
 
@@ -50,10 +51,18 @@ def _plugin(row: sqlite3.Row) -> PluginRow:
         row["state"],
         row["reason"],
         row["source_dir"],
-        json.loads(row["manifest"]),
+        _manifest(row["manifest"]),
         row["created_at"],
         row["updated_at"],
     )
+
+
+def _manifest(text: str) -> Manifest | None:
+    """The stored manifest, decoded once; rows of old source runs may hold a partial one."""
+    try:
+        return msgspec.json.decode(text, type=Manifest)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
 
 
 async def upsert_plugin(
@@ -65,7 +74,7 @@ async def upsert_plugin(
     state: str,
     reason: str = "",
     source_dir: str = "",
-    manifest: dict[str, Any] | None = None,
+    manifest: Manifest | None = None,
 ) -> None:
     now = time.time()
     await db.execute(
@@ -75,8 +84,12 @@ async def upsert_plugin(
            ON CONFLICT (key) DO UPDATE SET name=excluded.name, version=excluded.version,
              state=excluded.state, reason=excluded.reason, source_dir=excluded.source_dir,
              manifest=excluded.manifest, updated_at=excluded.updated_at""",
-        (key, name, version, state, reason, source_dir, json.dumps(manifest or {}), now, now),
+        (key, name, version, state, reason, source_dir, _encode(manifest), now, now),
     )
+
+
+def _encode(manifest: Manifest | None) -> str:
+    return "{}" if manifest is None else msgspec.json.encode(manifest).decode()
 
 
 def get_plugin(db: Database, key: str) -> PluginRow | None:
@@ -84,8 +97,19 @@ def get_plugin(db: Database, key: str) -> PluginRow | None:
     return _plugin(row) if row else None
 
 
-def list_plugins(db: Database) -> list[PluginRow]:
-    return [_plugin(r) for r in db.read("SELECT * FROM enhanced_plugins ORDER BY key")]
+def list_plugins(db: Database, *, after: str = "", limit: int | None = None) -> list[PluginRow]:
+    """Plugins by key after `after`; at most `limit` of them when given (pages of the API)."""
+    rows = db.read(
+        "SELECT * FROM enhanced_plugins WHERE key > ? ORDER BY key LIMIT ?",
+        (after, -1 if limit is None else limit),
+    )
+    return [_plugin(r) for r in rows]
+
+
+def plugin_state_counts(db: Database) -> dict[str, int]:
+    """How many plugins are in each state (one aggregate row per state, nothing decoded)."""
+    rows = db.read("SELECT state, count(*) AS n FROM enhanced_plugins GROUP BY state")
+    return {r["state"]: int(r["n"]) for r in rows}
 
 
 def set_plugin_state(db: Database, key: str, state: str, reason: str) -> None:
@@ -123,10 +147,14 @@ def record_event(
     )
 
 
-def list_events(db: Database, plugin_key: str, limit: int = 100) -> list[EventRow]:
+def list_events(
+    db: Database, plugin_key: str, limit: int = 100, before: int | None = None
+) -> list[EventRow]:
+    """The newest `limit` events of a plugin, older than event id `before` if given."""
     rows = db.read(
-        "SELECT * FROM plugin_events WHERE plugin_key = ? ORDER BY id DESC LIMIT ?",
-        (plugin_key, limit),
+        """SELECT * FROM plugin_events WHERE plugin_key = ? AND id < ?
+           ORDER BY id DESC LIMIT ?""",
+        (plugin_key, 2**63 - 1 if before is None else before, limit),
     )
     return [
         EventRow(
@@ -153,11 +181,14 @@ def record_health(
     )
 
 
-def list_health(db: Database, plugin_key: str, limit: int = 100) -> list[HealthRow]:
+def list_health(
+    db: Database, plugin_key: str, limit: int = 100, before: float | None = None
+) -> list[HealthRow]:
+    """The newest `limit` health checks of a plugin, made before time `before` if given."""
     rows = db.read(
-        """SELECT * FROM plugin_health_checks WHERE plugin_key = ?
+        """SELECT * FROM plugin_health_checks WHERE plugin_key = ? AND checked_at < ?
            ORDER BY checked_at DESC LIMIT ?""",
-        (plugin_key, limit),
+        (plugin_key, float("inf") if before is None else before, limit),
     )
     return [
         HealthRow(r["checked_at"], bool(r["ok"]), r["latency_ms"], json.loads(r["detail"]))

@@ -1,7 +1,10 @@
 """The Home Assistant plugin: the HA API of SPEC §8, written only against pentarun.sdk.
 
 The core authenticates every request (the key decides the property), rate-limits it and
-passes `params = {"path", "query", "body", "base_url", "auth"}`; this plugin shapes answers.
+passes `params = {"method", "path", "query", "body", "base_url", "auth", "caller",
+"rate_limit"}`; this plugin shapes answers. URLs it hands out start with `base_url` (the
+listener's public URL, never the request's Host header). A stream token is minted with the
+request's `caller`, so it is bound to the request's key and dies with it.
 """
 
 import json
@@ -37,6 +40,16 @@ def _view(camera: dict, base_url: str) -> dict:
     }
 
 
+def _rate_limit(params: dict) -> dict:
+    """The budget the core applies to this request's key (the manifest's outside a listener)."""
+    applied = params.get("rate_limit") or {
+        "limit": RATE_LIMIT["requests"],
+        "window_s": RATE_LIMIT["window_s"],
+    }
+    window = applied["window_s"]
+    return {"limit": applied["limit"], "window_s": int(window) if window == int(window) else window}
+
+
 @plugin.handler("ha.info")
 async def info(ctx: Context, params: dict) -> dict:
     prop = await ctx.core.call("properties.get")
@@ -44,7 +57,7 @@ async def info(ctx: Context, params: dict) -> dict:
         "api_version": "1",
         "server": "pentarun",
         "property": {"id": prop["id"], "name": prop["name"]},
-        "rate_limit": {"limit": RATE_LIMIT["requests"], "window_s": RATE_LIMIT["window_s"]},
+        "rate_limit": _rate_limit(params),
     }
 
 
@@ -101,6 +114,7 @@ async def stream_token(ctx: Context, params: dict) -> Response:
         stream=body.get("stream", "main"),
         protocol=body.get("protocol", "mjpeg"),
         ttl_s=body.get("ttl_s"),
+        caller=params.get("caller", ""),  # binds the token to this request's key
     )
     base = f"{params.get('base_url', '')}{API}/cameras/{camera}"
     issued["urls"] = {

@@ -1,6 +1,7 @@
 """A plugin that misbehaves on request, for the supervision tests.
 
-PROBE_MODE: "" (normal), "crash_on_start", "hang_health", "no_handshake", "old_protocol".
+PROBE_MODE: "" (normal), "crash_on_start", "hang_health", "no_handshake", "slow_start",
+"old_protocol", "storm_on_start".
 """
 
 import logging
@@ -20,6 +21,10 @@ if MODE == "no_handshake":
     import time
 
     time.sleep(3600)
+if MODE == "slow_start":  # the process exists well before its handshake
+    import time
+
+    time.sleep(1.0)
 if MODE == "old_protocol":
     import pentarun.sdk.plugin as sdk_plugin
 
@@ -58,6 +63,13 @@ async def fail(ctx: Context, params: dict) -> dict:
     raise Error("not_found", "no such thing", 404)
 
 
+@plugin.handler("raise")
+async def raise_uncaught(ctx: Context, params: dict) -> dict:
+    """A bug an outside caller can trigger: an ERROR record, then an uncaught exception."""
+    log.error("cannot handle %r", params.get("input"))
+    raise ValueError(f"bad input {params.get('input')!r}")
+
+
 @plugin.handler("raw")
 async def raw(ctx: Context, params: dict) -> Response:
     return Response(201, b"\x89PNG", {"X-Probe": "1"}, "image/png")
@@ -68,6 +80,14 @@ async def storm(ctx: Context, params: dict) -> dict:
     for i in range(int(params.get("count", 20))):
         log.error("storm record %d", i)
     return {"logged": True}
+
+
+@plugin.on_start
+async def storm_on_start(ctx: Context) -> None:
+    """PROBE_MODE=storm_on_start: ERROR records outside any call (they feed the storm rule)."""
+    if MODE == "storm_on_start":
+        for i in range(12):
+            log.error("storm record %d", i)
 
 
 @plugin.handler("chatter")

@@ -1,0 +1,359 @@
+"""The pipeline driver: carries out `pipeline.step`'s commands; the one writer of install jobs
+and of installed plugins' records.
+
+Every change to an install job goes through `drive(install_id, event)` under the plugin's lock:
+load the job, `step()`, store the new job, carry out the commands, then make the plugin record
+(what the admin API shows) follow the job. Long steps run as background tasks that end by
+driving StepDone or StepFailed. At start, `recover()` feeds every unfinished job `Resume`, so
+a server killed at any point comes back consistent (see pipeline.py).
+
+Probation timers follow the jobs: a QUARANTINED job with `probation_due_at` has exactly one
+timer; any change that clears or moves that time cancels it (an operator's release or
+quarantine, an uninstall), and `recover()` re-arms the timers after a restart. When a timer
+fires it drives `ProbationDue`; each attempt's end is recorded (`probation_attempt` event and
+audit row, with the test run's id).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import trio
+
+from ..config import Config
+from ..errors import Conflict
+from ..store import records
+from ..store.db import Database
+from ..supervisor.policy import Phase
+from . import installer
+from .installer import InstallError, Layout
+from .pipeline import (
+    Activate,
+    Command,
+    Discard,
+    Event,
+    Job,
+    ProbationDue,
+    ProbationResult,
+    Refuse,
+    Resume,
+    Run,
+    Stage,
+    StartWorker,
+    StepFailed,
+    StopWorker,
+    step,
+)
+from .steps import Steps
+from .workers import Workers
+
+log = logging.getLogger(__name__)
+
+
+def job_of(row: records.InstallRow) -> Job:
+    return msgspec.convert(row.job, Job)
+
+
+def shown_install(rows: list[records.InstallRow]) -> records.InstallRow:
+    """The install a plugin's record shows and operator actions apply to: the active one, else
+    the latest."""
+    return next((r for r in rows if r.active), rows[-1])
+
+
+class Driver:
+    def __init__(
+        self, config: Config, db: Database, layout: Layout, steps: Steps, workers: Workers
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.layout = layout
+        self.steps = steps
+        self.workers = workers
+        self._locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
+        self._running: dict[str, trio.CancelScope] = {}  # install id -> its step's scope
+        self._timers: dict[str, tuple[float, trio.CancelScope]] = {}  # install id -> probation
+        self._nursery: trio.Nursery | None = None
+        self._changed = trio.Event()
+
+    def attach(self, nursery: trio.Nursery) -> None:
+        """The nursery that background steps and timers run in (the service's)."""
+        self._nursery = nursery
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        assert self._nursery is not None, "the install service is not running"
+        self._nursery.start_soon(fn, *args)
+
+    def lock(self, key: str) -> trio.Lock:
+        return self._locks[key]
+
+    async def changed(self) -> None:
+        """Wait for the next change of any job."""
+        await self._changed.wait()
+
+    def probation_due(self, install_id: str) -> float | None:
+        timer = self._timers.get(install_id)
+        return timer[0] if timer else None
+
+    # --- driving ---------------------------------------------------------------------------
+
+    async def drive(self, install_id: str, event: Event, *, inline: bool = False) -> None:
+        """Step the job; steps it starts run in the background, or here when `inline`."""
+        row = records.get_install(self.db, install_id)
+        if row is None:
+            return  # uninstalled meanwhile
+        key = row.plugin_key
+        async with self._locks[key]:
+            row = records.get_install(self.db, install_id)
+            if row is None:
+                return
+            job = job_of(row)
+            new, commands = step(job, event)
+            refused = [c for c in commands if isinstance(c, Refuse)]
+            if refused:
+                raise Conflict(refused[0].reason, {"state": job.stage.value})
+            if new != job:
+                await records.save_install(self.db, install_id, msgspec.to_builtins(new))
+                records.record_event(
+                    self.db,
+                    key,
+                    "install_state",
+                    state=new.stage.value,
+                    reason=new.reason,
+                    detail={"install": install_id, "version": row.version, "step": new.running},
+                )
+            for command in commands:
+                await self._execute(row, new, command)
+            self._arm(install_id, key, new)
+            await self.sync_plugin_row(key)
+            self._changed.set()
+            self._changed = trio.Event()
+        # steps drive the job again when they end, so they run outside the lock
+        for command in commands:
+            if isinstance(command, Run):
+                if inline:
+                    await self._run_step(install_id, command.step)
+                else:
+                    self.spawn(self._run_step, install_id, command.step)
+
+    async def drive_logged(self, install_id: str, event: Event) -> None:
+        """For background tasks: a failure is logged and recorded, never raised into the server."""
+        try:
+            await self.drive(install_id, event)
+        except Exception as exc:
+            log.exception("install %s: could not apply %s", install_id, type(event).__name__)
+            row = records.get_install(self.db, install_id)
+            if row is not None:
+                records.record_event(
+                    self.db,
+                    row.plugin_key,
+                    "install_error",
+                    reason=f"{type(event).__name__}: {exc}",
+                )
+
+    async def _execute(self, row: records.InstallRow, new: Job, command: Command) -> None:
+        key = row.plugin_key
+        match command:
+            case Activate():
+                await self._activate(row)
+            case StartWorker():
+                await self.workers.start(key, self.layout.tree(key, row.id), row.manifest)
+            case StopWorker():
+                await self.workers.stop(key, new.reason or "stopped")
+            case Discard():
+                await trio.to_thread.run_sync(installer.remove, self.layout.staging(row.id))
+                await trio.to_thread.run_sync(installer.remove, self.layout.package(row.id))
+                if not row.active:
+                    await trio.to_thread.run_sync(installer.remove, self.layout.tree(key, row.id))
+            case ProbationResult():
+                self._record_probation(row, new, command)
+
+    async def _activate(self, row: records.InstallRow) -> None:
+        key = row.plugin_key
+        previous = next((r for r in records.installs_of(self.db, key) if r.active), None)
+        await records.activate_install(self.db, key, row.id)
+        if previous is not None and previous.id != row.id:
+            superseded = msgspec.structs.replace(
+                job_of(previous),
+                stage=Stage.DISABLED,
+                reason=f"superseded by {row.version}",
+                running="",
+            )
+            await records.save_install(self.db, previous.id, msgspec.to_builtins(superseded))
+            await self.workers.remove(key, f"upgraded to {row.version}")
+            await trio.to_thread.run_sync(installer.remove, self.layout.tree(key, previous.id))
+            records.record_event(
+                self.db,
+                key,
+                "upgraded",
+                state=Stage.VERIFIED.value,
+                reason=f"{previous.version} -> {row.version}",
+            )
+            return
+        actor = self.workers.supervisor.directory.get(key)
+        if actor is not None and actor.phase is Phase.QUARANTINED:
+            actor.release()
+
+    async def _run_step(self, install_id: str, name: str) -> None:
+        event: Event
+        with trio.CancelScope() as scope:
+            self._running[install_id] = scope
+            try:
+                row = records.get_install(self.db, install_id)
+                if row is None:
+                    return
+                event = await self.steps.run(name, row)
+            except InstallError as exc:
+                event = StepFailed(str(exc))
+            except Exception as exc:
+                log.exception("install %s: step %s failed", install_id, name)
+                event = StepFailed(f"internal error during {name}: {type(exc).__name__}: {exc}")
+            finally:
+                self._running.pop(install_id, None)
+        if not scope.cancelled_caught:
+            await self.drive_logged(install_id, event)
+
+    def forget(self, rows: list[records.InstallRow]) -> None:
+        """An uninstall: cancel the steps and probation timers of these jobs."""
+        for row in rows:
+            running = self._running.pop(row.id, None)
+            if running is not None:
+                running.cancel()
+            timer = self._timers.pop(row.id, None)
+            if timer is not None:
+                timer[1].cancel()
+
+    # --- probation -------------------------------------------------------------------------
+
+    def _arm(self, install_id: str, key: str, job: Job, why: str = "") -> None:
+        """Keep exactly one timer per pending probation, at the job's `probation_due_at`."""
+        due = job.probation_due_at if job.stage is Stage.QUARANTINED else None
+        current = self._timers.get(install_id)
+        if current is not None and current[0] == due:
+            return
+        if current is not None:
+            current[1].cancel()
+            del self._timers[install_id]
+        if due is None:
+            return
+        scope = trio.CancelScope()
+        self._timers[install_id] = (due, scope)
+        self.spawn(self._probation_timer, install_id, due, scope)
+        attempt = job.probation_attempts + 1
+        records.record_event(
+            self.db,
+            key,
+            "probation_scheduled",
+            state=job.stage.value,
+            reason=why
+            or f"probation attempt {attempt} of {self.config.supervisor.probation_attempts}"
+            " scheduled: the full test suite re-runs then",
+            next_retry_at=due,
+            detail={"install": install_id, "attempt": attempt},
+        )
+
+    async def _probation_timer(self, install_id: str, due: float, scope: trio.CancelScope) -> None:
+        with scope:
+            await trio.sleep(max(0.0, due - time.time()))
+        if self._timers.get(install_id) == (due, scope):
+            del self._timers[install_id]
+        if scope.cancelled_caught:
+            return
+        row = records.get_install(self.db, install_id)
+        if row is None:
+            return
+        attempt = job_of(row).probation_attempts + 1
+        c = self.config.supervisor
+        retry_at = time.time() + c.probation_s if attempt < c.probation_attempts else None
+        await self.drive_logged(install_id, ProbationDue(retry_at))
+
+    def _record_probation(self, row: records.InstallRow, new: Job, result: ProbationResult) -> None:
+        passed = result.passed
+        detail: dict[str, Any] = {
+            "install": row.id,
+            "version": row.version,
+            "attempt": result.attempt,
+            "attempts_allowed": self.config.supervisor.probation_attempts,
+            "run_id": row.last_run_id,
+            "result": "passed" if passed else "failed",
+            "next_attempt_at": result.retry_at,
+        }
+        if passed:
+            reason = f"probation attempt {result.attempt} passed: released"
+        elif result.retry_at is not None:
+            reason = f"probation attempt {result.attempt} failed; another is scheduled"
+        else:
+            reason = (
+                f"probation attempt {result.attempt} failed; no attempts left: "
+                "stays QUARANTINED until an operator releases it"
+            )
+        records.record_event(
+            self.db,
+            row.plugin_key,
+            "probation_attempt",
+            state=new.stage.value,
+            reason=reason,
+            next_retry_at=result.retry_at,
+            detail=detail,
+        )
+        records.audit(
+            self.db, "probation", "plugin.probation_attempt", plugin=row.plugin_key, detail=detail
+        )
+
+    # --- records and recovery --------------------------------------------------------------
+
+    async def sync_plugin_row(self, key: str) -> None:
+        """The plugin record shows the active install, or the latest while none is active."""
+        rows = records.installs_of(self.db, key)
+        if not rows:
+            return
+        shown = shown_install(rows)
+        job = job_of(shown)
+        tree = str(self.layout.tree(key, shown.id)) if shown.active else ""
+        await records.upsert_plugin(
+            self.db,
+            key,
+            name=shown.manifest.name,
+            version=shown.version,
+            state=job.stage.value,
+            reason=job.reason,
+            source_dir=tree,
+            manifest=shown.manifest,
+        )
+
+    async def recover(self) -> None:
+        """After a start: fail interrupted test runs, resume unfinished jobs, start what is on,
+        re-arm pending probations."""
+        interrupted = await records.mark_interrupted_test_runs(self.db)
+        if interrupted:
+            log.warning("marked %d interrupted test runs as failed", interrupted)
+        for row in records.all_installs(self.db):
+            job = job_of(row)
+            if job.running or job.stage in (Stage.UPLOADED, Stage.ENABLED):
+                if job.stage is Stage.ENABLED and not row.active:
+                    continue
+                log.info("resuming %s %s (%s)", row.plugin_key, row.version, job.stage.value)
+                await self.drive(row.id, Resume())
+            elif job.stage is Stage.QUARANTINED and job.probation_due_at is not None:
+                self._arm(row.id, row.plugin_key, job, "probation rescheduled after a restart")
+        await trio.to_thread.run_sync(self._remove_orphans)
+
+    def _remove_orphans(self) -> None:
+        rows = records.all_installs(self.db)
+        staged = {r.id for r in rows if job_of(r).running in ("install", "test", "promote")}
+        staging_root = self.layout.data_dir / "staging"
+        if staging_root.is_dir():
+            for path in staging_root.iterdir():
+                if path.name not in staged:
+                    installer.remove(path)
+        trees = {(r.plugin_key, r.id) for r in rows}
+        plugins_root = self.layout.data_dir / "plugins"
+        if plugins_root.is_dir():
+            for key_dir in plugins_root.iterdir():
+                for tree in key_dir.iterdir():
+                    if (key_dir.name, tree.name) not in trees:
+                        installer.remove(tree)

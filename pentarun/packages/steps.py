@@ -1,0 +1,199 @@
+"""The install steps that the pipeline's `Run(step)` commands name, and package inspection.
+
+Each step (validate, install, test, promote, verify) takes the job's row and returns the event
+that ends it (`StepDone`, `StepFailed`, `Validated`); a step raises only `InstallError` (its
+message is the operator-facing reason) or a bug. Packages are inspected against this server:
+its archive limits, the trust store as it is on disk right now (re-read when it changed, off
+the trio thread) and the dependencies of the installed plugins. Test runs are stored
+(`plugin_test_runs`) whatever their outcome, an interrupted one as failed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+
+from .. import __version__
+from ..config import Config
+from ..security.scopes import Level
+from ..security.trust import TrustStore
+from ..store import records
+from ..store.db import Database
+from . import installer
+from .approval import approval_for
+from .archive import ArchiveLimits
+from .gates import Report, run_gates
+from .installer import InstallError, Layout
+from .package import InspectContext, Package, inspect_package
+from .pipeline import Event, Job, StepDone, StepFailed, Validated
+from .problems import Problem
+
+# run_gates(spec, manifest, plan, supervisor_config, *, burst=, progress=, only=) -> Report
+GateRunner = Callable[..., Awaitable[Report]]
+
+STEPS = ("validate", "install", "test", "promote", "verify")
+
+
+def describe_problems(problems: list[Problem]) -> str:
+    return "; ".join(f"{p.code} at {p.path}: {p.message}" for p in problems)
+
+
+class PackageReader:
+    """Inspects packages the way this server does (limits, live trust store, installed deps)."""
+
+    def __init__(self, config: Config, db: Database, trust: TrustStore) -> None:
+        self.config = config
+        self.db = db
+        self.trust = trust
+
+    async def context(self, exclude: str = "") -> InspectContext:
+        c = self.config.install
+        trust = await trio.to_thread.run_sync(self.trust.keys)
+        installed = {
+            row.plugin_key: row.manifest.dependencies
+            for row in records.all_installs(self.db)
+            if row.active and row.plugin_key != exclude
+        }
+        limits = ArchiveLimits(
+            max_package_bytes=c.max_package_bytes,
+            max_files=c.max_files,
+            max_total_bytes=c.max_total_bytes,
+            max_ratio=c.max_compression_ratio,
+        )
+        return InspectContext(
+            __version__, limits, trust, self.config.security.require_signatures, installed
+        )
+
+    async def inspect(self, data: bytes, exclude: str = "") -> tuple[Package | None, list[Problem]]:
+        ctx = await self.context(exclude)
+        return await trio.to_thread.run_sync(inspect_package, data, ctx)
+
+
+class Steps:
+    def __init__(
+        self,
+        config: Config,
+        db: Database,
+        layout: Layout,
+        reader: PackageReader,
+        gates: GateRunner = run_gates,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.layout = layout
+        self.reader = reader
+        self.gates = gates
+
+    async def run(self, name: str, row: records.InstallRow) -> Event:
+        match name:
+            case "validate":
+                return await self.validate(row)
+            case "install":
+                return await self.install(row)
+            case "test":
+                return await self.test(row)
+            case "promote":
+                return await self.promote(row)
+            case "verify":
+                return await self.verify(row)
+        raise InstallError(f"unknown step {name!r}")
+
+    async def package(self, row: records.InstallRow) -> Package:
+        """The job's package as uploaded, inspected again (the trust store may have changed)."""
+        data = await trio.Path(self.layout.package(row.id)).read_bytes()
+        package, problems = await self.reader.inspect(data, exclude=row.plugin_key)
+        if package is None:
+            raise InstallError(describe_problems(problems))
+        return package
+
+    async def validate(self, row: records.InstallRow) -> Event:
+        package = await self.package(row)
+        approval = approval_for(
+            key=package.key,
+            version=package.version,
+            package_sha256=package.digest,
+            scopes=package.manifest.scopes,
+            requirements=package.requirements,
+            auto_approve=Level.parse(self.config.security.auto_approve_level),
+        )
+        if approval is None:
+            return Validated()
+        await records.set_install_approval(self.db, row.id, approval)
+        return Validated(approval_digest=approval.digest)
+
+    async def install(self, row: records.InstallRow) -> Event:
+        package = await self.package(row)
+        staging = self.layout.staging(row.id)
+        await trio.to_thread.run_sync(installer.write_tree, dict(package.files), staging)
+        await installer.install_requirements(staging, self.config.install)
+        return StepDone()
+
+    async def test(self, row: records.InstallRow) -> Event:
+        """The full suite on the staged tree (or the installed one, for a release)."""
+        key = row.plugin_key
+        in_place = msgspec.convert(row.job, Job).in_place
+        tree = self.layout.tree(key, row.id) if in_place else self.layout.staging(row.id)
+        run_id = uuid.uuid4().hex
+        await records.start_test_run(self.db, run_id, key, row.version)
+        await records.set_install_test_run(self.db, row.id, run_id)
+        report = await self.full_suite(row, tree, run_id)
+        if report.ok:
+            return StepDone()
+        return StepFailed("test gates failed: " + " | ".join(report.failures()))
+
+    async def full_suite(self, row: records.InstallRow, tree: Path, run_id: str) -> Report:
+        """Run every gate on `tree` and store the report under `run_id` (started already)."""
+        package = await self.package(row)
+        try:
+            report = await self.gates(
+                installer.worker_spec(
+                    row.plugin_key, tree, package.manifest.resources.memory_limit
+                ),
+                package.manifest,
+                package.test_plan,
+                self.config.supervisor,
+                burst=self.config.install.load_burst,
+            )
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await records.finish_test_run(
+                    self.db, run_id, "failed", {"ok": False, "error": "the run was interrupted"}
+                )
+            raise
+        report_json: dict[str, Any] = msgspec.to_builtins(report)
+        await records.finish_test_run(
+            self.db, run_id, "passed" if report.ok else "failed", report_json
+        )
+        return report
+
+    async def promote(self, row: records.InstallRow) -> Event:
+        staging, tree = self.layout.staging(row.id), self.layout.tree(row.plugin_key, row.id)
+        await trio.to_thread.run_sync(installer.promote, staging, tree)
+        return StepDone()
+
+    async def verify(self, row: records.InstallRow) -> Event:
+        tree = self.layout.tree(row.plugin_key, row.id)
+        problems = await trio.to_thread.run_sync(installer.verify_tree, tree, row.file_hashes)
+        if problems:
+            return StepFailed(
+                "the installed tree differs from plugin.id: "
+                + "; ".join(f"{p.code} {p.path}" for p in problems)
+            )
+        package = await self.package(row)
+        report = await self.gates(
+            installer.worker_spec(row.plugin_key, tree, package.manifest.resources.memory_limit),
+            package.manifest,
+            package.test_plan,
+            self.config.supervisor,
+            only=("self",),
+        )
+        if not report.ok:
+            return StepFailed(
+                "self-test of the installed copy failed: " + " | ".join(report.failures())
+            )
+        return StepDone()

@@ -1,0 +1,33 @@
+"""One server per data dir (SPEC §10), with real processes."""
+
+import json
+import subprocess
+import sys
+
+from .server import Server
+
+
+async def test_a_second_server_on_a_locked_data_dir_exits_with_one_line_and_touches_nothing(
+    tmp_path,
+):
+    data_dir = tmp_path / "var"
+    first = await Server(data_dir).started()
+    try:
+        before = {p.name: p.stat().st_mtime_ns for p in data_dir.iterdir()}
+        second = subprocess.run(
+            [sys.executable, "-m", "pentarun", "serve", "--data-dir", str(data_dir),
+             "--admin-bind", "127.0.0.1:0"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert second.returncode == 1
+        lines = (second.stdout + second.stderr).strip().splitlines()
+        assert len(lines) == 1, lines
+        assert "in use by another pentarun server" in lines[0]
+        assert f"pid {first.process.pid}" in lines[0]
+        after = {p.name: p.stat().st_mtime_ns for p in data_dir.iterdir()}
+        assert after == before  # nothing written, nothing removed
+        assert json.loads((data_dir / "run.json").read_text())["pid"] == first.process.pid
+        async with first.client() as client:
+            assert (await client.get("/healthz")).status_code == 200
+    finally:
+        first.stop()

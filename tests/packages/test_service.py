@@ -1,0 +1,420 @@
+"""The install service with a fake supervisor and fake gates: no worker process starts here.
+
+Covers what the service decides: the pipeline driven by operators and by the supervisor's
+`Quarantined` events, probation (scheduled, passed, failed, cancelled, rescheduled after a
+restart), the one approval digest, trusted keys honoured without a restart, and plugins run
+from source through the same start path.
+"""
+
+import base64
+import json
+import time
+from contextlib import asynccontextmanager
+
+import msgspec
+import pytest
+import trio
+
+from pentarun.config import Config, SupervisorConfig
+from pentarun.errors import BadRequest, Conflict, NotFound, Unprocessable
+from pentarun.packages.builder import pack, sign_package
+from pentarun.packages.gates import GATES, GateResult, Report
+from pentarun.packages.pipeline import Job, Stage
+from pentarun.packages.service import Installs
+from pentarun.registry import read_source_definition
+from pentarun.security import signing
+from pentarun.security.tokens import PluginTokens
+from pentarun.store import records
+from pentarun.store.db import open_database
+from pentarun.supervisor.directory import Directory
+from pentarun.supervisor.events import Observers, Quarantined
+from pentarun.supervisor.policy import Phase
+
+from .factory import definition, files_of, package, source
+
+
+class FakeActor:
+    def __init__(self, spec, manifest):
+        self.key, self.spec, self.manifest = spec.key, spec, manifest
+        self.phase = Phase.IDLE
+        self.starts = 0
+
+    def start(self):
+        self.phase = Phase.RUNNING
+        self.starts += 1
+
+    def stop(self, reason=""):
+        if self.phase is not Phase.QUARANTINED:
+            self.phase = Phase.STOPPED
+
+    def quarantine(self, reason):
+        self.phase = Phase.QUARANTINED
+
+    def release(self):
+        self.phase = Phase.IDLE
+
+    def refresh_token(self):
+        pass
+
+
+class FakeSupervisor:
+    def __init__(self):
+        self.observers = Observers()
+        self.directory = Directory()
+        self.tokens = PluginTokens()
+
+    async def replace(self, spec, manifest):
+        current = self.directory.get(spec.key)
+        if current is not None and current.spec == spec and current.manifest == manifest:
+            return current
+        self.directory.remove(spec.key)
+        actor = FakeActor(spec, manifest)
+        self.directory.add(actor)
+        return actor
+
+    async def remove(self, key, reason=""):
+        self.directory.remove(key)
+
+
+class FakePorts:
+    def __init__(self):
+        self.bound: dict[str, object] = {}
+        self.opened: list[str] = []
+
+    async def open(self, key, manifest):
+        self.bound[key] = manifest
+        self.opened.append(key)
+
+    async def close(self, key):
+        self.bound.pop(key, None)
+
+
+class FakeGates:
+    """Passes everything, except the next `fail_full_suites` full-suite runs."""
+
+    def __init__(self):
+        self.fail_full_suites = 0
+        self.full_suites = 0
+
+    async def __call__(self, spec, manifest, plan, config, *, burst=50, progress=None, only=GATES):
+        ok = True
+        if only == GATES:
+            self.full_suites += 1
+            if self.fail_full_suites:
+                self.fail_full_suites -= 1
+                ok = False
+        gate = GateResult("security", ok, detail="" if ok else "told to fail")
+        return Report(ok, [gate], time.time(), time.time())
+
+
+async def _holds(predicate):
+    result = predicate()
+    return (await result) if hasattr(result, "__await__") else result
+
+
+class World:
+    def __init__(self, installs, db, supervisor, ports, gates):
+        self.installs, self.db, self.supervisor = installs, db, supervisor
+        self.ports, self.gates = ports, gates
+
+    async def until(self, predicate, within=10):
+        """Wait for state the service's tasks change (`predicate` may be async)."""
+        with trio.fail_after(within):
+            while not await _holds(predicate):
+                with trio.move_on_after(0.05):  # deferred writes land without an event
+                    await self.installs.driver.changed()
+
+    def state(self, key="demo"):
+        row = records.get_plugin(self.db, key)
+        return row.state if row else None
+
+    def job(self, key="demo") -> Job:
+        return msgspec.convert(records.installs_of(self.db, key)[-1].job, Job)
+
+    async def events(self, key="demo", kind=None):
+        await self.db.flush()
+        found = records.list_events(self.db, key, limit=500)
+        return [e for e in found if kind is None or e.type == kind]
+
+    async def audit(self, kind):
+        await self.db.flush()
+        rows = self.db.read("SELECT * FROM audit_log WHERE type = ? ORDER BY id", (kind,))
+        return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
+
+    async def enabled(self, data=None):
+        if records.get_property(self.db, "p1") is None:
+            await records.create_property(self.db, "p1", "P1")
+        await self.installs.upload(data or package(), "op")
+        await self.installs.wait_settled("demo")
+        await self.installs.enable("demo", ["p1"], "op")
+        assert self.state() == "ENABLED"
+
+    def quarantined_by_policy(self, probation=True):
+        self.supervisor.observers(
+            Quarantined("demo", "crash_loop", "3 crashes within 120 s", probation=probation)
+        )
+
+
+def config(tmp_path, **supervisor):
+    return Config(
+        supervisor=SupervisorConfig(**supervisor),
+        security=msgspec.structs.replace(Config().security, trust_store=str(tmp_path / "trust")),
+    )
+
+
+@asynccontextmanager
+async def world(tmp_path, supervisor=None, **settings):
+    settings.setdefault("probation_s", 0.05)
+    settings.setdefault("probation_attempts", 2)
+    supervisor = supervisor or FakeSupervisor()
+    ports, gates = FakePorts(), FakeGates()
+    async with (
+        open_database(tmp_path / "pentarun.db") as database,
+        trio.open_nursery() as nursery,
+    ):
+        installs = Installs(
+            config(tmp_path, **settings), tmp_path / "var", database, supervisor, ports, gates=gates
+        )
+        await nursery.start(installs.run)
+        yield World(installs, database, supervisor, ports, gates)
+        nursery.cancel_scope.cancel()
+
+
+async def test_enable_starts_the_worker_and_opens_its_listener(tmp_path):
+    async with world(tmp_path) as w:
+        await w.enabled()
+        actor = w.supervisor.directory.get("demo")
+        assert actor.phase is Phase.RUNNING and "demo" in w.ports.bound
+        manifest = records.get_plugin(w.db, "demo").manifest
+        assert manifest.key == "demo" and manifest.handlers == ["demo.echo"]  # typed
+        assert records.installs_of(w.db, "demo")[0].manifest == manifest
+        await w.installs.disable("demo", [], "op")
+        assert w.state() == "DISABLED" and "demo" not in w.ports.bound
+
+
+async def test_a_crash_loop_after_serving_well_is_released_by_probation(tmp_path):
+    async with world(tmp_path) as w:
+        await w.enabled()
+        w.quarantined_by_policy(probation=True)
+        await w.until(lambda: w.state() == "QUARANTINED")
+        assert "demo" not in w.ports.bound  # the listener closed with the worker
+        await w.until(lambda: w.state() == "ENABLED")
+        detail = records.get_plugin(w.db, "demo")
+        assert detail.reason == "verified; released by probation attempt 1"
+        assert w.supervisor.directory.get("demo").phase is Phase.RUNNING
+        assert "demo" in w.ports.bound and w.ports.opened.count("demo") == 2
+        assert records.assigned_properties(w.db, "demo") == ["p1"]  # its properties kept
+        scheduled = await w.events(kind="probation_scheduled")
+        assert len(scheduled) == 1 and scheduled[0].next_retry_at is not None
+        (attempt,) = await w.events(kind="probation_attempt")
+        assert attempt.detail["result"] == "passed" and attempt.detail["attempt"] == 1
+        run = records.test_run(w.db, attempt.detail["run_id"])
+        assert run is not None and run.status == "passed" and run.report["ok"]
+        (audited,) = await w.audit("plugin.probation_attempt")
+        assert audited["plugin"] == "demo" and audited["detail"]["run_id"] == run.id
+
+
+async def test_failed_attempts_are_each_recorded_and_bounded(tmp_path):
+    async with world(tmp_path, probation_attempts=2) as w:
+        await w.enabled()
+        w.gates.fail_full_suites = 5
+        w.quarantined_by_policy(probation=True)
+
+        async def two_attempts():
+            return len(await w.events(kind="probation_attempt")) == 2
+
+        await w.until(two_attempts)
+        await w.until(lambda: not w.job().running)
+        found = await w.events(kind="probation_attempt")
+        assert [e.detail["result"] for e in found] == ["failed", "failed"]
+        assert [e.detail["attempt"] for e in reversed(found)] == [1, 2]
+        assert found[0].detail["next_attempt_at"] is None  # the last one
+        assert found[1].detail["next_attempt_at"] is not None
+        assert len({e.detail["run_id"] for e in found}) == 2  # each with its own report
+        for event in found:
+            assert records.test_run(w.db, event.detail["run_id"]).status == "failed"
+        assert w.state() == "QUARANTINED" and w.gates.full_suites == 3  # install + 2 attempts
+        assert w.job().probation_due_at is None
+        assert len(await w.audit("plugin.probation_attempt")) == 2
+
+
+async def test_no_probation_without_a_proven_worker_or_when_turned_off(tmp_path):
+    async with world(tmp_path) as w:
+        await w.enabled()
+        w.quarantined_by_policy(probation=False)
+        await w.until(lambda: w.state() == "QUARANTINED")
+        assert w.job().probation_due_at is None
+    async with world(tmp_path / "off", probation_attempts=0) as w:
+        await w.enabled()
+        w.quarantined_by_policy(probation=True)
+        await w.until(lambda: w.state() == "QUARANTINED")
+        assert w.job().probation_due_at is None
+
+
+async def test_an_operator_release_or_quarantine_or_uninstall_cancels_probation(tmp_path):
+    async with world(tmp_path, probation_s=3600) as w:
+        await w.enabled()
+        row_id = records.installs_of(w.db, "demo")[-1].id
+        w.quarantined_by_policy(probation=True)
+        await w.until(lambda: w.installs.driver.probation_due(row_id) is not None)
+        await w.installs.release("demo", "op")
+        assert w.installs.driver.probation_due(row_id) is None
+        await w.installs.wait_settled("demo")
+        assert w.state() == "VERIFIED"  # an operator's release does not enable
+
+        await w.installs.enable("demo", [], "op")
+        w.quarantined_by_policy(probation=True)
+        await w.until(lambda: w.installs.driver.probation_due(row_id) is not None)
+        await w.installs.quarantine("demo", "keep it off", "op")
+        assert w.installs.driver.probation_due(row_id) is None
+        assert w.job().probation_due_at is None and "probation cancelled" in w.job().reason
+
+        await w.installs.release("demo", "op")
+        await w.installs.wait_settled("demo")
+        await w.installs.enable("demo", [], "op")
+        w.quarantined_by_policy(probation=True)
+        await w.until(lambda: w.installs.driver.probation_due(row_id) is not None)
+        await w.installs.uninstall("demo", "op")
+        assert w.installs.driver.probation_due(row_id) is None
+        assert w.state() is None
+
+
+async def test_a_pending_probation_survives_a_restart(tmp_path):
+    async with world(tmp_path, probation_s=3600) as w:
+        await w.enabled()
+        w.quarantined_by_policy(probation=True)
+        await w.until(lambda: w.job().probation_due_at is not None)
+        row = records.installs_of(w.db, "demo")[-1]
+        # the server was down past the due time
+        overdue = msgspec.structs.replace(w.job(), probation_due_at=time.time() - 1)
+        await records.save_install(w.db, row.id, msgspec.to_builtins(overdue))
+    async with world(tmp_path, probation_s=3600) as w:
+        await w.until(lambda: w.state() == "ENABLED")
+        assert w.supervisor.directory.get("demo").phase is Phase.RUNNING
+        reasons = [e.reason for e in await w.events(kind="probation_scheduled")]
+        assert "probation rescheduled after a restart" in reasons
+
+
+async def test_pending_approval_has_one_digest_and_every_scope(tmp_path):
+    async with world(tmp_path) as w:
+        data = package(definition(scopes=["properties:read", "cameras:write"]))
+        row = await w.installs.upload(data, "op")
+        view = w.installs.describe("demo")["install"]
+        pending = view["pending_approval"]
+        assert view["state"] == "DEPENDENCIES_PENDING"
+        assert [k for k in pending if "digest" in k] == ["digest"]
+        assert pending["scopes"] == [
+            {"scope": "properties:read", "level": "read", "risk": 5, "needs_approval": False},
+            {"scope": "cameras:write", "level": "write", "risk": 30, "needs_approval": True},
+        ]
+        assert pending["package"]["sha256"] == row.package_digest
+        with pytest.raises(Conflict, match="package's sha256") as wrong:
+            await w.installs.approve("demo", row.package_digest, "op")
+        assert wrong.value.details["echo"] == "pending_approval.digest"
+        with pytest.raises(Conflict, match=r"echo pending_approval\.digest"):
+            await w.installs.approve("demo", "0" * 64, "op")
+        await w.installs.approve("demo", pending["digest"], "op")
+        settled = await w.installs.wait_settled("demo")
+        assert settled.job["stage"] == "VERIFIED"
+
+
+def signed(private_pem, key_id="acme"):
+    return sign_package(files_of(pack(source(), "acme")), private_pem, key_id)
+
+
+async def test_trusted_keys_are_honoured_without_a_restart(tmp_path):
+    private_pem, public_pem = signing.generate_key()
+    public_b64 = base64.b64encode(signing.load_public_key(public_pem).public_bytes_raw()).decode()
+    async with world(tmp_path) as w:
+        assert w.installs.trusted_keys() == []
+        with pytest.raises(Unprocessable) as refused:
+            await w.installs.upload(signed(private_pem), "op")
+        assert refused.value.details["problems"][0]["code"] == "signature.untrusted_key"
+        added = await w.installs.add_trusted_key("acme", public_b64, "operator:root")
+        assert added["key_id"] == "acme" and added["public_key"] == public_b64
+        listed = w.installs.trusted_keys()
+        assert [k["key_id"] for k in listed] == ["acme"] and listed[0]["added_at"] > 0
+        await w.installs.upload(signed(private_pem), "op")  # honoured at once
+        (audit,) = await w.audit("trust.key_added")
+        assert audit["actor"] == "operator:root" and audit["detail"]["key_id"] == "acme"
+
+        await w.installs.remove_trusted_key("acme", "operator:root")
+        assert w.installs.trusted_keys() == []
+        assert len(await w.audit("trust.key_removed")) == 1
+        with pytest.raises(NotFound):
+            await w.installs.remove_trusted_key("acme", "operator:root")
+
+        # a key copied into the directory by hand counts at once too
+        (tmp_path / "trust" / "hand.pub").write_bytes(public_pem)
+        assert [k["key_id"] for k in w.installs.trusted_keys()] == ["hand"]
+
+
+@pytest.mark.parametrize(
+    ("key_id", "public_key", "field"),
+    [
+        ("../evil", "AAAA", "key_id"),
+        ("ok", "not base64!", "public_key"),
+        ("ok", "QUJD", "public_key"),  # 3 bytes
+    ],
+)
+async def test_trusted_keys_are_validated(tmp_path, key_id, public_key, field):
+    async with world(tmp_path) as w:
+        with pytest.raises(BadRequest) as refused:
+            await w.installs.add_trusted_key(key_id, public_key, "op")
+        assert refused.value.details["field"] == field
+        assert not (tmp_path / "trust").exists() or not list((tmp_path / "trust").iterdir())
+
+
+async def test_source_plugins_use_the_same_start_path(tmp_path):
+    tree = tmp_path / "src"
+    raw = definition(listener={"name": "demo", "port": 8200}, routes=[
+        {"method": "GET", "path": "/echo", "handler": "demo.echo", "listener": "demo"}])  # fmt: skip
+    for name, data in source(raw).items():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes(data)
+    root, manifest = read_source_definition(tree)
+    async with world(tmp_path) as w:
+        await w.installs.run_from_source(root, manifest)
+        row = records.get_plugin(w.db, "demo")
+        assert (row.state, row.reason, row.source_dir) == (
+            "ENABLED",
+            "running from source",
+            str(root),
+        )
+        assert row.manifest == manifest and w.ports.bound["demo"] == manifest  # listener bound
+        assert w.supervisor.directory.get("demo").phase is Phase.RUNNING
+        w.quarantined_by_policy(probation=True)  # one writer: the service records it
+        await w.until(lambda: w.state() == "QUARANTINED")
+        assert "demo" not in w.ports.bound
+        with pytest.raises(Conflict, match="runs from source"):
+            await w.installs.release("demo", "op")
+    async with world(tmp_path) as w:  # a later run without --plugin-dir: not running
+        assert w.state() == "QUARANTINED"  # a quarantine is kept as it is
+
+
+def test_a_source_tree_is_validated_with_every_problem(tmp_path):
+    tree = tmp_path / "src"
+    tree.mkdir()
+    (tree / "definition.json").write_text(
+        json.dumps(definition(traits=["root"], scopes=["camera:read"], engine=None))
+    )
+    with pytest.raises(BadRequest) as refused:
+        read_source_definition(tree)
+    codes = {(p["code"], p["path"]) for p in refused.value.details["problems"]}
+    assert codes == {
+        ("manifest.reserved_trait", "definition.json:traits[0]"),
+        ("manifest.unknown_scope", "definition.json:scopes[0]"),
+        ("manifest.missing_field", "definition.json:engine"),
+        ("package.missing_file", "worker/plugin_worker.py"),
+    }
+    assert "did you mean 'cameras:read'" in str(refused.value)
+
+
+async def test_a_stale_enabled_source_row_is_marked_not_running(tmp_path):
+    async with open_database(tmp_path / "pentarun.db") as db:
+        await records.upsert_plugin(
+            db, "old", name="Old", version="1.0.0", state="ENABLED", reason="running from source"
+        )
+    async with world(tmp_path) as w:
+        row = records.get_plugin(w.db, "old")
+        assert row.state == Stage.DISABLED.value and "--plugin-dir" in row.reason
