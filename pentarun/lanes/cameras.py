@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import trio
 
 from ..cameras.demo import render_frame
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, Forbidden, NotFound
 from ..security import ha_keys
 from ..store import records
 from .calls import CameraParams, NoParams, StreamsTokenParams, StreamsVerifyParams
@@ -69,23 +70,27 @@ async def streams_token(r: CoreRequest, p: StreamsTokenParams) -> dict[str, Any]
     if protocol not in PROTOCOLS:
         raise BadRequest(f"protocol must be one of {PROTOCOLS}")
     # bound to the key of the listener request the plugin serves: it dies with that key
-    return ha_keys.issue_stream_token(
-        r.db,
-        r.streams,
-        p.caller,
-        r.property,
-        row.id,
-        stream=stream,
-        protocol=protocol,
-        ttl_s=p.ttl_s,
-    )
+    try:
+        return ha_keys.issue_stream_token(
+            r.db,
+            r.streams,
+            p.caller,
+            r.property,
+            row.id,
+            stream=stream,
+            protocol=protocol,
+            ttl_s=p.ttl_s,
+        )
+    except Forbidden as exc:  # no caller, a forged or expired one: audited as a refusal
+        raise r.refuse(exc) from None
 
 
 async def streams_verify(r: CoreRequest, p: StreamsVerifyParams) -> dict[str, Any]:
-    claims = r.streams.verify(p.token, p.camera)
-    if claims["prop"] != r.property:
-        raise NotFound("no such stream")
-    return claims
+    """The token's claims, refused (403) like at the listener if its key was revoked."""
+    if r.streams.check(p.token, p.camera).prop != r.property:
+        raise NotFound("no such stream")  # another property's token: as if unknown
+    claims, _ = ha_keys.check_stream_token(r.db, r.streams, p.token, p.camera)
+    return msgspec.to_builtins(claims)  # type: ignore[no-any-return]
 
 
 HANDLERS: dict[str, CoreFn] = {

@@ -24,6 +24,7 @@ from ..security.scopes import Level
 from ..security.trust import TrustStore
 from ..store import records
 from ..store.db import Database
+from ..store.records.installs import active_installs
 from . import installer
 from .approval import approval_for
 from .archive import ArchiveLimits
@@ -56,8 +57,8 @@ class PackageReader:
         trust = await trio.to_thread.run_sync(self.trust.keys)
         installed = {
             row.plugin_key: row.manifest.dependencies
-            for row in records.all_installs(self.db)
-            if row.active and row.plugin_key != exclude
+            for row in active_installs(self.db)
+            if row.plugin_key != exclude
         }
         limits = ArchiveLimits(
             max_package_bytes=c.max_package_bytes,

@@ -113,6 +113,9 @@ async def test_stream_tokens_are_issued_and_verified_for_the_calls_property(tmp_
         other = c.api.streams.issue("pb", "back", "main", "mjpeg", key_id=key.id).token
         with pytest.raises(NotFound):
             await c.call("streams.verify", {"token": other})
+        await records.revoke_ha_key(c.db, key.id)
+        with pytest.raises(TokenInvalid):  # a token dies with its key
+            await c.call("streams.verify", {"token": issued["token"], "camera": "front"})
 
 
 @pytest.mark.parametrize("name", sorted(CONTRACTS))

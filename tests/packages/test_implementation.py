@@ -20,7 +20,9 @@ MANIFEST = msgspec.convert(
 def test_everything_announced_is_nothing_missing():
     announced = ["demo.echo", "demo.other", "hook:snapshot.annotate"]
     assert missing_from_hello(MANIFEST, announced, [], ["camera.motion"]) == []
-    assert missing_from_hello(MANIFEST, announced[:2], ["snapshot.annotate"], ["camera.motion"]) == []
+    assert (
+        missing_from_hello(MANIFEST, announced[:2], ["snapshot.annotate"], ["camera.motion"]) == []
+    )
 
 
 def test_each_missing_declaration_is_named_in_manifest_order():
@@ -37,7 +39,7 @@ def test_static_check_finds_names_missing_from_the_source():
     assert [w.code for w in warnings] == ["worker.not_implemented"] * 3
     assert "handler 'demo.other'" in warnings[0].message
     assert warnings[0].path == "worker/plugin_worker.py"
-    complete = source + '\n@plugin.handler("demo.other")\n@plugin.hook(\'snapshot.annotate\')\n'
+    complete = source + "\n@plugin.handler(\"demo.other\")\n@plugin.hook('snapshot.annotate')\n"
     complete += '@plugin.on_event("camera.motion")\n'
     assert static_warnings(MANIFEST, complete) == []
 

@@ -115,6 +115,11 @@ def installs_of(db: Database, plugin_key: str) -> list[InstallRow]:
     return [_install(r) for r in rows]
 
 
+def active_installs(db: Database) -> list[InstallRow]:
+    """One row per installed plugin at most (the unique index on active rows)."""
+    return [_install(r) for r in db.read("SELECT * FROM plugin_installs WHERE active = 1")]
+
+
 def all_installs(db: Database) -> list[InstallRow]:
     return [_install(r) for r in db.read("SELECT * FROM plugin_installs ORDER BY created_at")]
 

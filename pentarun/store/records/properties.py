@@ -51,9 +51,7 @@ def list_properties(
     if only is not None:
         where += f" AND id IN ({','.join('?' * len(only))})"
         params += only
-    rows = db.read(
-        f"SELECT * FROM properties WHERE {where} ORDER BY id LIMIT ?", (*params, limit)
-    )
+    rows = db.read(f"SELECT * FROM properties WHERE {where} ORDER BY id LIMIT ?", (*params, limit))
     return [PropertyRow(r["id"], r["name"], r["created_at"]) for r in rows]
 
 
