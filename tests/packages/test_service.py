@@ -392,24 +392,6 @@ async def test_source_plugins_use_the_same_start_path(tmp_path):
         assert w.state() == "QUARANTINED"  # a quarantine is kept as it is
 
 
-def test_a_source_tree_is_validated_with_every_problem(tmp_path):
-    tree = tmp_path / "src"
-    tree.mkdir()
-    (tree / "definition.json").write_text(
-        json.dumps(definition(traits=["root"], scopes=["camera:read"], engine=None))
-    )
-    with pytest.raises(BadRequest) as refused:
-        read_source_definition(tree)
-    codes = {(p["code"], p["path"]) for p in refused.value.details["problems"]}
-    assert codes == {
-        ("manifest.reserved_trait", "definition.json:traits[0]"),
-        ("manifest.unknown_scope", "definition.json:scopes[0]"),
-        ("manifest.missing_field", "definition.json:engine"),
-        ("package.missing_file", "worker/plugin_worker.py"),
-    }
-    assert "did you mean 'cameras:read'" in str(refused.value)
-
-
 async def test_a_stale_enabled_source_row_is_marked_not_running(tmp_path):
     async with open_database(tmp_path / "pentarun.db") as db:
         await records.upsert_plugin(
