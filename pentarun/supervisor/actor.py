@@ -188,7 +188,11 @@ class WorkerActor:
         *,
         idempotent: bool = False,
     ) -> Reply | HttpReply | StreamReply:
-        """Run a handler in the worker for one property, riding out starts and restarts."""
+        """Run a handler in the worker for one property, riding out starts and restarts.
+
+        `idempotent` (a listener's GET route) or the manifest's `idempotent` list allows one
+        retry on the next worker when the worker dies with the call in flight."""
+        idempotent = idempotent or self.manifest.is_idempotent(handler)
         timeout = self.config.call_timeout_s if deadline_s is None else deadline_s
         started = trio.current_time()
         if self._calls_open >= self.config.max_in_flight:

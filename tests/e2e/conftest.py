@@ -28,13 +28,6 @@ FAST = SupervisorConfig(
     call_timeout_s=5,
 )
 
-# what a test plugin's definition.json may leave out (the supervisor takes a whole Manifest)
-MANIFEST_DEFAULTS = {
-    "engine": ">=0.1",
-    "traits": ["test"],
-    "security": {"authentication_required": True, "data_classification": ["internal"]},
-}
-
 
 class Harness:
     def __init__(self, supervisor: Supervisor, db: Database) -> None:
@@ -51,7 +44,7 @@ class Harness:
         memory_limit_mb: int | None = None,
         manifest: dict | None = None,
     ) -> WorkerActor:
-        definition = {**MANIFEST_DEFAULTS, **json.loads((PLUGINS / plugin / "definition.json").read_text())}
+        definition = json.loads((PLUGINS / plugin / "definition.json").read_text())
         definition.update(manifest or {})
         await records.upsert_plugin(
             self.db, key, name=key, version="1.0.0", state="ENABLED", manifest=definition

@@ -1,8 +1,9 @@
 """One server per data dir (SPEC §10), with real processes."""
 
 import json
-import subprocess
 import sys
+
+import trio
 
 from .server import Server
 
@@ -14,13 +15,14 @@ async def test_a_second_server_on_a_locked_data_dir_exits_with_one_line_and_touc
     first = await Server(data_dir).started()
     try:
         before = {p.name: p.stat().st_mtime_ns for p in data_dir.iterdir()}
-        second = subprocess.run(
-            [sys.executable, "-m", "pentarun", "serve", "--data-dir", str(data_dir),
-             "--admin-bind", "127.0.0.1:0"],
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+        with trio.fail_after(60):
+            second = await trio.run_process(
+                [sys.executable, "-m", "pentarun", "serve", "--data-dir", str(data_dir),
+                 "--admin-bind", "127.0.0.1:0"],
+                capture_stdout=True, capture_stderr=True, check=False,
+            )  # fmt: skip
         assert second.returncode == 1
-        lines = (second.stdout + second.stderr).strip().splitlines()
+        lines = (second.stdout + second.stderr).decode().strip().splitlines()
         assert len(lines) == 1, lines
         assert "in use by another pentarun server" in lines[0]
         assert f"pid {first.process.pid}" in lines[0]

@@ -25,7 +25,7 @@ async def test_a_call_made_while_the_worker_starts_waits_and_succeeds(tmp_path):
 
 async def test_calls_ride_out_sigkills_and_the_first_restart_is_immediate(tmp_path):
     async with harness(tmp_path) as h:
-        actor = await h.start("victim")
+        actor = await h.start("victim", manifest={"idempotent": ["echo"]})
         await actor.wait_for(Phase.RUNNING)
         outcomes: list[str] = []
         done = trio.Event()
@@ -34,7 +34,7 @@ async def test_calls_ride_out_sigkills_and_the_first_restart_is_immediate(tmp_pa
             i = 0
             while not done.is_set():
                 i += 1
-                reply = await actor.call("echo", "p1", {"i": i}, idempotent=True)
+                reply = await actor.call("echo", "p1", {"i": i})  # idempotent by its manifest
                 outcomes.append("ok" if reply.value["params"] == {"i": i} else "wrong")
 
         async def killer() -> None:
