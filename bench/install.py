@@ -22,19 +22,20 @@ import zipfile
 from pathlib import Path
 
 import httpx
+import msgspec
 import trio
 from _serve import start_server
 
 from pentarun import __version__
+from pentarun.assembly import assemble
 from pentarun.config import SupervisorConfig
 from pentarun.packages.builder import pack, read_tree
+from pentarun.packages.manifest import Manifest
 from pentarun.packages.package import InspectContext, inspect_package
-from pentarun.security.tokens import PluginTokens
 from pentarun.store import records
 from pentarun.store.db import open_database
 from pentarun.supervisor.policy import Phase
 from pentarun.supervisor.process import WorkerSpec
-from pentarun.supervisor.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "plugins" / "hello"
@@ -68,12 +69,11 @@ def validation(count: int) -> tuple[float, float]:
 async def worker_start(rounds: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         async with open_database(Path(tmp) / "b.db") as db, trio.open_nursery() as nursery:
-            supervisor = Supervisor(SupervisorConfig(), db, PluginTokens())
+            supervisor = assemble(SupervisorConfig(), db).supervisor
             await nursery.start(supervisor.run)
             await records.upsert_plugin(db, "hello", name="hello", version="1", state="ENABLED")
-            actor = await supervisor.add(
-                WorkerSpec("hello", HELLO), {"scopes": ["properties:read"]}
-            )
+            manifest = msgspec.json.decode((HELLO / "definition.json").read_bytes(), type=Manifest)
+            actor = await supervisor.add(WorkerSpec("hello", HELLO), manifest)
             samples = []
             for _ in range(rounds):
                 start = time.perf_counter()

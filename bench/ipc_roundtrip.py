@@ -20,15 +20,24 @@ from pathlib import Path
 
 import trio
 
+from pentarun.assembly import assemble
 from pentarun.config import SupervisorConfig
-from pentarun.security.tokens import PluginTokens
+from pentarun.packages.manifest import Manifest, Security
 from pentarun.store import records
 from pentarun.store.db import open_database
 from pentarun.supervisor.policy import Phase
 from pentarun.supervisor.process import WorkerSpec
-from pentarun.supervisor.supervisor import Supervisor
 
 PLUGIN = Path(__file__).parent / "plugins" / "bench"
+BENCH_MANIFEST = Manifest(
+    key="bench",
+    name="bench",
+    version="1.0.0",
+    engine=">=0.1",
+    traits=["benchmark"],
+    security=Security(authentication_required=True, data_classification=["internal"]),
+    handlers=["echo"],
+)
 MESSAGE = b'{"handler":"echo","property":"p1","params":{"n":1}}'
 
 
@@ -101,14 +110,12 @@ def trio_floor(count: int) -> list[float]:
 async def actor_bench(count: int, in_flight: int) -> tuple[list[float], float]:
     with tempfile.TemporaryDirectory() as tmp:
         async with open_database(Path(tmp) / "bench.db") as db, trio.open_nursery() as nursery:
-            supervisor = Supervisor(
-                SupervisorConfig(max_in_flight=in_flight * 2), db, PluginTokens()
-            )
+            supervisor = assemble(SupervisorConfig(max_in_flight=in_flight * 2), db).supervisor
             await nursery.start(supervisor.run)
             await records.upsert_plugin(db, "bench", name="bench", version="1", state="ENABLED")
             await records.create_property(db, "p1", "p1")
             await records.assign_property(db, "bench", "p1")
-            actor = await supervisor.add(WorkerSpec("bench", PLUGIN), {})
+            actor = await supervisor.add(WorkerSpec("bench", PLUGIN), BENCH_MANIFEST)
             actor.start()
             with trio.fail_after(20):
                 await actor.wait_for(Phase.RUNNING)

@@ -17,9 +17,10 @@ import trio
 from .config import Config, load_config
 from .datadir import DataDirLocked
 from .errors import PentarunError
+from .gateway.app import Services
 from .packages import authoring
 from .registry import read_source_definition
-from .runtime import DEMO_PROPERTY, Options, Services, run_server
+from .runtime import DEMO_PROPERTY, Options, run_server
 
 
 def _parser() -> argparse.ArgumentParser:

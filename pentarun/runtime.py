@@ -19,21 +19,20 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from . import __version__
+from .assembly import assemble
 from .config import Config
 from .datadir import lock_data_dir
-from .gateway.app import Services as Services  # noqa: PLC0414 - cli.py imports it from here
-from .gateway.app import create_admin_app
+from .gateway.app import Services, create_admin_app
 from .gateway.listeners import ListenerManager
+from .lanes.feed import Feed
 from .packages.builder import pack, read_tree
 from .packages.service import Installs
 from .registry import Registry
 from .security import ha_keys
 from .security.operators import ensure_root, hash_token
 from .security.stream_tokens import StreamTokens, load_secret
-from .security.tokens import PluginTokens
 from .store import records
 from .store.db import Database, open_database
-from .supervisor.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,10 @@ async def _serve(
         streams = StreamTokens(
             await trio.to_thread.run_sync(load_secret, data_dir / "stream.secret")
         )
-        supervisor = Supervisor(config.supervisor, db, PluginTokens(), streams)
+        feed = Feed()
+        db.observers.append(feed.observe)
+        platform = assemble(config.supervisor, db, streams=streams, on_published=feed.publish)
+        supervisor = platform.supervisor
         await nursery.start(supervisor.run)
 
         def listeners_changed(urls: dict[str, str]) -> None:
@@ -98,9 +100,9 @@ async def _serve(
         # the install service starts workers and opens their listeners (one start path)
         installs = Installs(config, data_dir, db, supervisor, listeners)
         registry = Registry(db, supervisor, installs)
-        services = Services(config, data_dir, db, supervisor, registry, installs)
-        db.observers.append(services.feed.observe)
-        supervisor.events.on_published = services.feed.publish
+        services = Services(
+            config, data_dir, db, supervisor, platform.events, registry, installs, feed
+        )
         await nursery.start(listeners.run)
         await nursery.start(installs.run)  # resumes interrupted installs, starts enabled plugins
         try:

@@ -37,6 +37,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .. import __version__
 from ..config import Config
+from ..lanes.events import EventLane
 from ..lanes.feed import Feed
 from ..packages.service import Installs
 from ..registry import Registry
@@ -65,13 +66,14 @@ class Services:
     data_dir: Path
     db: Database
     supervisor: Supervisor
+    events: EventLane
     registry: Registry
     installs: Installs
+    feed: Feed
     ready: trio.Event = field(default_factory=trio.Event)
     admin_url: str = ""
     listeners: dict[str, str] = field(default_factory=dict)
     demo_key: str = ""
-    feed: Feed = field(default_factory=Feed)
     started_at: float = field(default_factory=time.time)
 
     def write_run_file(self) -> None:

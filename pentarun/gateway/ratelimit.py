@@ -60,7 +60,9 @@ class _Window:
         return now - self.start >= self.length
 
     def reset_s(self, now: float) -> int:
-        return max(1, math.ceil(self.start + self.length - now))
+        """Whole seconds until the window ends: 1..ceil(length) (rounding never adds one)."""
+        left = self.length - (now - self.start)
+        return max(1, min(math.ceil(self.length), math.ceil(left)))
 
 
 class _Windows:

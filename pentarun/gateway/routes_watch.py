@@ -130,9 +130,7 @@ async def publish_event(op: records.OperatorRow) -> Response:
     require(op, EVENTS, body.property)
     visible_property(op, body.property)
     services = current_services()
-    delivered = services.supervisor.events.publish(
-        body.type, body.property, body.data, source=actor_name(op)
-    )
+    delivered = services.events.publish(body.type, body.property, body.data, source=actor_name(op))
     records.audit(
         services.db,
         actor_name(op),

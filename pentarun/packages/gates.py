@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 import trio
 
+from ..assembly import assemble
 from ..config import SupervisorConfig
 from ..errors import (
     Busy,
@@ -31,6 +32,7 @@ from ..errors import (
     WorkerUnavailable,
 )
 from ..ipc.messages import CoreCall, HttpReply, Reply
+from ..lanes.core import CoreApi
 from ..security.tokens import PluginTokens
 from ..store import records
 from ..store.db import Database, open_database
@@ -101,6 +103,7 @@ def gate_config(base: SupervisorConfig) -> SupervisorConfig:
 class _Harness:
     db: Database
     supervisor: Supervisor
+    core: CoreApi
     actor: WorkerActor
     manifest: Manifest
     plan: TestPlan
@@ -114,7 +117,8 @@ async def _harness(
 ) -> AsyncIterator[_Harness]:
     with tempfile.TemporaryDirectory(prefix="pentarun-gates-") as tmp:
         async with open_database(Path(tmp) / "gates.db") as db, trio.open_nursery() as nursery:
-            supervisor = Supervisor(config, db, PluginTokens())
+            platform = assemble(config, db)
+            supervisor = platform.supervisor
             await nursery.start(supervisor.run)
             await records.upsert_plugin(
                 db,
@@ -131,7 +135,16 @@ async def _harness(
             await records.assign_property(db, manifest.key, HOME)
             actor = await supervisor.add(spec, manifest)
             try:
-                yield _Harness(db, supervisor, actor, manifest, plan, config.call_timeout_s, burst)
+                yield _Harness(
+                    db,
+                    supervisor,
+                    platform.core,
+                    actor,
+                    manifest,
+                    plan,
+                    config.call_timeout_s,
+                    burst,
+                )
             finally:
                 with trio.CancelScope(shield=True):
                     await supervisor.stop_all(config.stop_timeout_s * 2 + 1, "test run over")
@@ -265,7 +278,7 @@ async def _integration_gate(h: _Harness) -> GateResult:
 async def _security_gate(h: _Harness) -> GateResult:
     cases = [await _run_case(h, case) for case in h.plan.of("security")]
     key, scopes, tokens = h.manifest.key, list(h.manifest.scopes), h.supervisor.tokens
-    api = h.supervisor.core_api
+    api = h.core
 
     async def refused(
         name: str,

@@ -10,7 +10,6 @@ the one writer of a plugin's state).
 from __future__ import annotations
 
 import logging
-import secrets
 from typing import Any, Protocol
 
 import msgspec
@@ -19,7 +18,6 @@ import trio
 from ..config import SupervisorConfig
 from ..ipc.messages import CoreCall
 from ..packages.manifest import Manifest
-from ..security.stream_tokens import StreamTokens
 from ..security.tokens import PluginTokens
 from ..store import records
 from ..store.db import Database
@@ -72,26 +70,19 @@ class Supervisor:
         config: SupervisorConfig,
         db: Database,
         tokens: PluginTokens,
-        streams: StreamTokens | None = None,
+        core: CoreCalls,
         *,
         directory: Directory | None = None,
         observers: Observers | None = None,
     ) -> None:
-        from ..lanes.core import CoreApi  # noqa: PLC0415 - transitional, see notes
-        from ..lanes.events import EventLane  # noqa: PLC0415
-        from ..lanes.hooks import HookLane  # noqa: PLC0415
-
+        """`core` answers workers' core calls; `directory` is shared with the lanes that look
+        workers up; `observers` hear every actor event (pentarun.assembly wires them)."""
         self.config = config
         self.db = db
         self.tokens = tokens
-        self.directory = directory or Directory()
-        self.observers = observers or Observers()
-        self.core_api = CoreApi(db, tokens, streams or StreamTokens(secrets.token_bytes(32)))
-        self.events = EventLane(self.directory)
-        self.hooks = HookLane(db, self.directory)
-        self.core_api.hook_runner = self.hooks.run
-        self.core_api.register("events.publish", "events:publish", self.events.core_publish)
-        self.core: CoreCalls = self.core_api
+        self.core = core
+        self.directory = directory if directory is not None else Directory()
+        self.observers = observers if observers is not None else Observers()
         self._scopes: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -101,12 +92,10 @@ class Supervisor:
             task_status.started()
             await trio.sleep_forever()
 
-    async def add(self, spec: WorkerSpec, manifest: Manifest | dict[str, Any]) -> WorkerActor:
+    async def add(self, spec: WorkerSpec, manifest: Manifest) -> WorkerActor:
         """Create the plugin's actor (not yet started); its scopes, events, hooks and health
         check come from its manifest."""
         assert self._nursery is not None, "supervisor is not running"
-        if not isinstance(manifest, Manifest):  # transitional: callers pass the Struct
-            manifest = msgspec.convert(manifest, Manifest)
         actor = WorkerActor(
             spec, self.config, self._hooks(spec.key, list(manifest.scopes)), manifest
         )
@@ -114,10 +103,8 @@ class Supervisor:
         self._scopes[spec.key] = await self._nursery.start(self._run_actor, actor)
         return actor
 
-    async def replace(self, spec: WorkerSpec, manifest: Manifest | dict[str, Any]) -> WorkerActor:
+    async def replace(self, spec: WorkerSpec, manifest: Manifest) -> WorkerActor:
         """The plugin's actor for this spec: kept if it already runs this tree, else new."""
-        if not isinstance(manifest, Manifest):
-            manifest = msgspec.convert(manifest, Manifest)
         current = self.directory.get(spec.key)
         if current is not None and current.spec == spec and current.manifest == manifest:
             return current

@@ -5,15 +5,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import msgspec
 import trio
 
+from pentarun.assembly import Platform, assemble
 from pentarun.config import SupervisorConfig
-from pentarun.security.tokens import PluginTokens
+from pentarun.packages.manifest import Manifest
 from pentarun.store import records
 from pentarun.store.db import Database, open_database
 from pentarun.supervisor.actor import WorkerActor
 from pentarun.supervisor.process import WorkerSpec
-from pentarun.supervisor.supervisor import Supervisor
 
 PLUGINS = Path(__file__).parent / "plugins"
 
@@ -30,8 +31,9 @@ FAST = SupervisorConfig(
 
 
 class Harness:
-    def __init__(self, supervisor: Supervisor, db: Database) -> None:
-        self.supervisor = supervisor
+    def __init__(self, platform: Platform, db: Database) -> None:
+        self.platform = platform
+        self.supervisor = platform.supervisor
         self.db = db
 
     async def start(
@@ -56,7 +58,7 @@ class Harness:
         spec = WorkerSpec(
             key, PLUGINS / plugin, env={"PROBE_MODE": mode}, memory_limit_mb=memory_limit_mb
         )
-        actor = await self.supervisor.add(spec, definition)
+        actor = await self.supervisor.add(spec, msgspec.convert(definition, Manifest))
         actor.start()
         return actor
 
@@ -64,10 +66,11 @@ class Harness:
 @asynccontextmanager
 async def harness(tmp_path: Path, config: SupervisorConfig = FAST) -> AsyncIterator[Harness]:
     async with open_database(tmp_path / "pentarun.db") as db, trio.open_nursery() as nursery:
-        supervisor = Supervisor(config, db, PluginTokens())
+        platform = assemble(config, db)
+        supervisor = platform.supervisor
         await nursery.start(supervisor.run)
         try:
-            yield Harness(supervisor, db)
+            yield Harness(platform, db)
         finally:
             with trio.CancelScope(shield=True):
                 await supervisor.stop_all(5)

@@ -290,7 +290,7 @@ async def test_events_reach_subscribers_of_the_property_only(tmp_path):
         gamma = await h.start("gamma", properties=("p1", "p2"))
         for actor in (alpha, beta, gamma):
             await actor.wait_for(Phase.RUNNING)
-        lane = h.supervisor.events
+        lane = h.platform.events
         assert lane.publish("camera.motion", "p1", {"camera": "front"}, source="operator:root") == 2
         assert lane.publish("recording.created", "p1", {}, source="operator:root") == 0
         with trio.fail_after(5):

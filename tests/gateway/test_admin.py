@@ -8,17 +8,17 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from pentarun.assembly import assemble
 from pentarun.config import load_config
 from pentarun.gateway.app import Services, create_admin_app
+from pentarun.lanes.feed import Feed
 from pentarun.packages.manifest import Manifest, Security
 from pentarun.packages.service import Installs
 from pentarun.packages.workers import NoPorts
 from pentarun.registry import Registry
 from pentarun.security.operators import ensure_root
-from pentarun.security.tokens import PluginTokens
 from pentarun.store import records
 from pentarun.store.db import open_database
-from pentarun.supervisor.supervisor import Supervisor
 
 
 @asynccontextmanager
@@ -26,12 +26,15 @@ async def admin(tmp_path, **sections):
     config = load_config(environ={}, **sections)
     async with open_database(tmp_path / "db.sqlite") as db, trio.open_nursery() as nursery:
         token = (await ensure_root(db, tmp_path)).read_text().strip()
-        supervisor = Supervisor(config.supervisor, db, PluginTokens())
+        platform = assemble(config.supervisor, db)
+        supervisor = platform.supervisor
         await nursery.start(supervisor.run)
         installs = Installs(config, tmp_path, db, supervisor, NoPorts())
         await nursery.start(installs.run)
         registry = Registry(db, supervisor, installs)
-        services = Services(config, tmp_path, db, supervisor, registry, installs)
+        services = Services(
+            config, tmp_path, db, supervisor, platform.events, registry, installs, Feed()
+        )
         app = create_admin_app(services)
         yield app.test_client(), {"Authorization": f"Bearer {token}"}, services
         nursery.cancel_scope.cancel()

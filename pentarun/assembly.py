@@ -1,0 +1,64 @@
+"""Wires the supervisor to the lanes its workers reach: one place for the server and the gates.
+
+    platform = assemble(config, db, streams=..., on_published=...)
+
+The directory (key -> actor) is made first and handed to the lanes that look workers up (events,
+hooks); the core-call API gets the hook runner and the event publisher as constructor
+arguments; the supervisor gets the core API, the directory and the observers of its actors'
+events. Nothing is patched on after construction, and the supervisor imports no lane.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .config import SupervisorConfig
+from .lanes.core import CoreApi
+from .lanes.events import EventLane
+from .lanes.hooks import HookLane
+from .security.stream_tokens import StreamTokens
+from .security.tokens import PluginTokens
+from .store.db import Database
+from .supervisor.directory import Directory
+from .supervisor.events import Observers
+from .supervisor.supervisor import Supervisor
+
+
+@dataclass(frozen=True)
+class Platform:
+    supervisor: Supervisor
+    directory: Directory
+    observers: Observers
+    tokens: PluginTokens
+    core: CoreApi
+    events: EventLane
+    hooks: HookLane
+
+
+def _ignore(event: dict[str, Any]) -> None:
+    return None
+
+
+def assemble(
+    config: SupervisorConfig,
+    db: Database,
+    *,
+    streams: StreamTokens | None = None,
+    on_published: Callable[[dict[str, Any]], None] = _ignore,
+) -> Platform:
+    """The supervisor and its lanes; `on_published` sees every platform event (the feed)."""
+    directory, observers, tokens = Directory(), Observers(), PluginTokens()
+    events = EventLane(directory, on_published)
+    hooks = HookLane(db, directory)
+    core = CoreApi(
+        db,
+        tokens,
+        streams or StreamTokens(secrets.token_bytes(32)),
+        hook_runner=hooks.run,
+        publish=events.core_publish,
+    )
+    supervisor = Supervisor(config, db, tokens, core, directory=directory, observers=observers)
+    return Platform(supervisor, directory, observers, tokens, core, events, hooks)
