@@ -35,6 +35,10 @@ CHAOS_ENV = {
 }
 
 
+class _Idle(trio.BrokenResourceError):
+    """The connection closed before any byte of the answer arrived."""
+
+
 async def clients(url: str, key: str, connections: int, seconds: float) -> list[tuple[int, float]]:
     """(status, seconds) of every request; a dropped connection counts as status 0."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
@@ -50,7 +54,7 @@ async def clients(url: str, key: str, connections: int, seconds: float) -> list[
         while b"\r\n\r\n" not in data:
             chunk = await stream.receive_some(65536)
             if not chunk:
-                raise trio.BrokenResourceError("closed")
+                raise (_Idle if not data else trio.BrokenResourceError)("closed")
             data += chunk
         head, _, body = data.partition(b"\r\n\r\n")
         length = next(
@@ -68,9 +72,21 @@ async def clients(url: str, key: str, connections: int, seconds: float) -> list[
             start = time.perf_counter()
             try:
                 with trio.fail_after(10):
-                    if stream is None:
-                        stream = await trio.open_tcp_stream(host, int(port))
-                    status = await one_request(stream)
+                    for _attempt in range(2):
+                        reused = stream is not None
+                        if stream is None:
+                            stream = await trio.open_tcp_stream(host, int(port))
+                        try:
+                            status = await one_request(stream)
+                            break
+                        except _Idle:
+                            # the server closed a kept-alive connection before reading the
+                            # request (hypercorn does after 1,000 requests): as every HTTP
+                            # client does, send it again on a new connection
+                            await stream.aclose()
+                            stream = None
+                            if not reused:
+                                raise
             except (OSError, trio.BrokenResourceError, trio.TooSlowError):
                 status = 0
                 if stream is not None:

@@ -317,7 +317,7 @@ async def test_worker_killed_mid_traffic_comes_back_with_its_state(site):
             os.kill(pid, signal.SIGKILL)
         detail = await wait_worker(site.admin, "homeassistant")
         assert detail["worker"]["pid"] != pid and detail["worker"]["restarts"] >= 1
-        assert set(statuses) <= {200, 502, 503}
+        assert statuses and set(statuses) == {200}  # GETs ride out the restart
         assert (await ha.get("/api/ha/v1/cameras")).status_code == 200
         call = await site.admin.post(
             "/api/plugins/homeassistant/call", json={"handler": "ha.info", "property": "p1"}

@@ -98,3 +98,16 @@ async def test_the_manifest_health_check_overrides_the_server_default(tmp_path):
         await actor.wait_for(Phase.RUNNING)
         await eventually(lambda: actor.last_health is not None)
         assert actor.last_health.ok
+
+
+async def test_core_calls_beyond_the_in_flight_bound_are_refused_and_audited(tmp_path):
+    config = msgspec.structs.replace(FAST, max_in_flight=3)
+    async with harness(tmp_path, config) as h:
+        actor = await h.start("bursty")
+        await actor.wait_for(Phase.RUNNING)
+        reply = await actor.call("core.burst", "p1", {"count": 100})
+        assert reply.value["refused"] and set(reply.value["refused"]) == {"busy"}
+        await h.db.flush()
+        audited = records.list_audit(h.db, plugin="bursty", type_="core_call.refused")
+        assert len(audited) == len(reply.value["refused"])
+        assert audited[0].detail["code"] == "busy" and audited[0].property == "p1"

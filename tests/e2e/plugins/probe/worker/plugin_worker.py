@@ -155,6 +155,23 @@ async def events_seen(ctx: Context, params: dict) -> dict:
     return {"events": await ctx.store.get("events", [])}
 
 
+@plugin.handler("core.burst")
+async def core_burst(ctx: Context, params: dict) -> dict:
+    """`count` core calls at once; returns the error codes of those the core refused."""
+    codes: list[str] = []
+
+    async def one() -> None:
+        try:
+            await ctx.store.get("value")
+        except Error as exc:
+            codes.append(exc.code)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(int(params.get("count", 10))):
+            nursery.start_soon(one)
+    return {"refused": codes}
+
+
 @plugin.handler("tamper")
 async def tamper(ctx: Context, params: dict) -> dict:
     return {
