@@ -67,6 +67,7 @@ class InstallConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     auto_enable: bool = False
     pip_timeout_s: float = 600.0
     load_burst: int = 50
+    max_concurrent_suites: int = 2  # full test suites at once, server-wide (each starts workers)
     max_package_bytes: int = 64 * 1024 * 1024
     max_files: int = 2000
     max_total_bytes: int = 256 * 1024 * 1024

@@ -11,6 +11,7 @@
     ├── NotFound                       404 not_found
     ├── MethodNotAllowed               405 method_not_allowed
     ├── Conflict                       409 conflict
+    │   └── StoreFull                  409 store_full       (a plugin's store quota)
     ├── PayloadTooLarge                413 too_large
     ├── Unprocessable                  422 unprocessable    (e.g. a refused package)
     ├── RateLimited                    429 rate_limited
@@ -18,9 +19,11 @@
     ├── RemoteError                    the worker's own error: its code and status
     ├── WorkerUnavailable              503 worker_unavailable (down, restarting, quarantined)
     │   └── WorkerCrashed              502 worker_crashed   (died with the call in flight)
+    ├── BadPluginReply                 502 bad_plugin_reply (an answer HTTP cannot carry)
     └── CallTimeout                    504 call_timeout
 
-The gateway turns any of these into `{"error": {"code", "message", "details"}}` in one handler.
+The gateway turns any of these into `{"error": {"code", "message", "details"}}` in one place
+(gateway/errorjson.py). A 503 or 429 whose details carry `retry_after_s` answers `Retry-After`.
 """
 
 from __future__ import annotations
@@ -91,6 +94,13 @@ class Conflict(PentarunError):
     status, code = 409, "conflict"
 
 
+class StoreFull(Conflict):
+    """`store.set` of a new key when the plugin holds its quota of keys in the property (a key
+    it already has can still be replaced; deleting one makes room)."""
+
+    code = "store_full"
+
+
 class PayloadTooLarge(PentarunError):
     status, code = 413, "too_large"
 
@@ -134,3 +144,16 @@ class WorkerCrashed(WorkerUnavailable):
 
 class CallTimeout(PentarunError):
     status, code = 504, "call_timeout"
+
+
+class BadPluginReply(PentarunError):
+    """The plugin answered with something HTTP cannot carry (a status, a stream)."""
+
+    status, code = 502, "bad_plugin_reply"
+
+
+def leaf(exc: BaseException) -> str:
+    """The first real exception inside nested exception groups, as `Type: message`."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"

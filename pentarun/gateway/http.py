@@ -15,7 +15,7 @@ kept); a body that does not finish in time gets `Connection: close` instead.
 
 Replies: a worker's answer becomes a response in one place: JSON, raw bytes, or a stream with
 no response timeout (quart cuts responses at 60 s by default) that tells the worker to stop
-when the client goes away.
+when the client goes away. Its status and headers pass `replies.plugin_head` first.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ from quart_trio.wrappers.request import TrioBody, TrioRequest
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from ..errors import PayloadTooLarge
+from ..errors import BadPluginReply, PayloadTooLarge
 from ..ipc.messages import HttpReply, Reply
 from ..supervisor.streams import StreamReply
+from . import replies
 
 DRAIN_S = 1.0
 BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -153,9 +154,19 @@ def drain_unread_bodies(app: QuartTrio) -> None:
 
 
 def reply_response(reply: Reply | HttpReply | StreamReply, wrap_json: bool = False) -> Response:
-    """The HTTP response for a worker's reply; `wrap_json` puts JSON under "result"."""
+    """The HTTP response for a worker's reply; `wrap_json` puts JSON under "result".
+
+    A raw or streamed answer's status and headers are checked by `replies.plugin_head`, as on
+    the listeners: BadPluginReply (502) for a status HTTP cannot carry (a stream is closed)."""
     if isinstance(reply, StreamReply):
         start = reply.start
+        try:
+            head = replies.plugin_head(start.status, start.content_type, start.headers)
+            if head.bodiless:
+                raise BadPluginReply(f"the plugin streamed a body with status {head.status}")
+        except BadPluginReply:
+            reply.close()
+            raise
 
         async def body() -> AsyncIterator[bytes]:
             try:
@@ -165,13 +176,20 @@ def reply_response(reply: Reply | HttpReply | StreamReply, wrap_json: bool = Fal
                 reply.close()
 
         response = Response(
-            body(), status=start.status, headers=start.headers, content_type=start.content_type
+            body(),
+            status=head.status,
+            headers=Headers(head.headers),
+            content_type=head.content_type,
         )
         response.timeout = None
         return response
     if isinstance(reply, HttpReply):
+        head = replies.plugin_head(reply.status, reply.content_type, reply.headers)
         return Response(
-            reply.body, status=reply.status, headers=reply.headers, content_type=reply.content_type
+            b"" if head.bodiless else reply.body,
+            status=head.status,
+            headers=Headers(head.headers),
+            content_type=head.content_type,
         )
     value = {"result": reply.value} if wrap_json else reply.value
     return Response(msgspec.json.encode(value), content_type="application/json")

@@ -16,9 +16,13 @@ For each request, in this order:
      budget of the key that minted it); the key's own limit, else the listener's;
   6. the JSON body is decoded safely (`bodies.decode_json`: 400 for bad UTF-8, bad JSON or
      nesting deeper than 32);
-  7. the request goes to the plugin's actor as a typed `HttpRequest` for the key's property.
-The plugin's answer (JSON, raw bytes or a stream) goes back as it is; every error is rendered
-by `errorjson.render`, the one mapping the admin app uses too. Every response carries the
+  7. the request goes to the plugin's actor as a typed `HttpRequest` for the key's property,
+     `idempotent` when the manifest says so (`Manifest.is_idempotent(handler, method)`: a GET
+     route, or a handler it lists), so the actor may run it again on the next worker.
+The plugin's answer (JSON, raw bytes or a stream) goes back with its status and headers
+checked by `replies.plugin_head` (a status HTTP cannot carry is a 502 `bad_plugin_reply`;
+framing, hop-by-hop and malformed headers are dropped); every error is rendered by
+`errorjson.render`, the one mapping the admin app uses too. Every response carries the
 rate-limit headers of SPEC §8: the key's budget once the key is known, else the address's
 failure budget.
 
@@ -41,6 +45,7 @@ import trio
 
 from ..config import ListenerConfig
 from ..errors import (
+    BadPluginReply,
     BadRequest,
     Forbidden,
     PayloadTooLarge,
@@ -55,7 +60,7 @@ from ..security.stream_tokens import StreamTokens
 from ..store import records
 from ..store.db import Database
 from ..supervisor.streams import StreamReply
-from . import errorjson
+from . import errorjson, replies
 from .bodies import decode_json
 from .listener_routes import compile_routes, match
 from .ratelimit import Decision, FailureLimiter, Quota, RateLimiter
@@ -203,6 +208,7 @@ async def _read_body(scope: dict[str, Any], receive: Receive, limit: int) -> byt
 async def _send_answer(
     send: Send, status: int, body: bytes, content_type: str, headers: dict[str, str]
 ) -> None:
+    """An answer of the core's own (an error): its headers are ours, known to be valid."""
     raw = [
         (b"content-type", content_type.encode("latin-1")),
         (b"content-length", str(len(body)).encode()),
@@ -212,11 +218,40 @@ async def _send_answer(
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_reply(send: Send, reply: Reply | HttpReply, extra: dict[str, str]) -> None:
+class _ReplyChecker:
+    """`replies.plugin_head` for one listener, saying in the log what it refused or dropped:
+    each refusal, and each dropped header name once (a plugin answers thousands of times)."""
+
+    MAX_WARNED = 256
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self._warned: set[str] = set()
+
+    def head(
+        self, status: int, content_type: str, headers: dict[str, str], extra: dict[str, str]
+    ) -> replies.Head:
+        try:
+            head = replies.plugin_head(status, content_type, headers, extra)
+        except BadPluginReply as exc:
+            log.warning("plugin %s: %s", self.key, exc.message)
+            raise
+        fresh = [name for name in head.dropped if name not in self._warned]
+        if fresh and len(self._warned) < self.MAX_WARNED:
+            self._warned.update(fresh)
+            log.warning("plugin %s: reply headers dropped: %s", self.key, ", ".join(fresh))
+        return head
+
+
+async def _send_reply(
+    send: Send, checker: _ReplyChecker, reply: Reply | HttpReply, extra: dict[str, str]
+) -> None:
     if isinstance(reply, HttpReply):
-        await _send_answer(
-            send, reply.status, reply.body, reply.content_type, {**reply.headers, **extra}
-        )
+        head = checker.head(reply.status, reply.content_type, reply.headers, extra)
+        body = b"" if head.bodiless else reply.body
+        raw = head.asgi(len(body))
+        await send({"type": "http.response.start", "status": head.status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
     else:
         await _send_answer(send, 200, msgspec.json.encode(reply.value), "application/json", extra)
 
@@ -230,16 +265,10 @@ async def _send_error(send: Send, exc: Exception, extra: dict[str, str]) -> None
 
 
 async def _send_stream(
-    send: Send, receive: Receive, reply: StreamReply, extra: dict[str, str]
+    send: Send, receive: Receive, reply: StreamReply, head: replies.Head
 ) -> None:
     """Chunks until the stream ends or the client leaves; then the worker is told to stop."""
-    start = reply.start
-    headers = [(b"content-type", start.content_type.encode("latin-1"))]
-    headers += [
-        (k.lower().encode("latin-1"), v.encode("latin-1"))
-        for k, v in {**start.headers, **extra}.items()
-    ]
-    await send({"type": "http.response.start", "status": start.status, "headers": headers})
+    await send({"type": "http.response.start", "status": head.status, "headers": head.asgi(None)})
     try:
         async with trio.open_nursery() as nursery:
 
@@ -271,6 +300,7 @@ def create_listener_app(
     routes = compile_routes(manifest)
     budgets = RateLimiter()
     failures = FailureLimiter(settings.auth_failures, settings.auth_failure_window_s)
+    checker = _ReplyChecker(key)
 
     async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -294,15 +324,30 @@ def create_listener_app(
             if actor is None:
                 raise WorkerUnavailable(f"plugin {key!r} is not running", {"retry_after_s": 1})
             reply = await actor.call(
-                route.handler, client.key.property_id, request, idempotent=route.method == "GET"
+                route.handler,
+                client.key.property_id,
+                request,
+                idempotent=manifest.is_idempotent(route.handler, route.method),
             )
         except Exception as exc:  # errorjson.render: the plugin's or ours; others are 500
             await _send_error(send, exc, extra)
             return
         if isinstance(reply, StreamReply):
-            await _send_stream(send, receive, reply, extra)
-        else:
-            await _send_reply(send, reply, extra)
+            start = reply.start
+            try:
+                head = checker.head(start.status, start.content_type, start.headers, extra)
+                if head.bodiless:
+                    raise BadPluginReply(f"the plugin streamed a body with status {head.status}")
+            except BadPluginReply as exc:
+                reply.close()
+                await _send_error(send, exc, extra)
+                return
+            await _send_stream(send, receive, reply, head)
+            return
+        try:
+            await _send_reply(send, checker, reply, extra)
+        except BadPluginReply as exc:  # raised before anything was sent
+            await _send_error(send, exc, extra)
 
     async def admit(
         scope: dict[str, Any], receive: Receive

@@ -33,14 +33,14 @@ def compile_routes(manifest: Manifest) -> list[CompiledRoute]:
             f"(?P<{part}>[^/]+)" if i % 2 else re.escape(part)
             for i, part in enumerate(PARAM.split(route.path))
         )
-        compiled.append(CompiledRoute(route, re.compile(f"^{regex}$")))
+        compiled.append(CompiledRoute(route, re.compile(regex)))
     return compiled
 
 
 def match(routes: list[CompiledRoute], method: str, path: str) -> tuple[Route, dict[str, str]]:
     allowed = False
     for compiled in routes:
-        found = compiled.pattern.match(path)
+        found = compiled.pattern.fullmatch(path)  # the whole path: "/x\n" is not "/x"
         if found is None:
             continue
         allowed = True

@@ -19,6 +19,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from ..config import ListenerConfig
+from ..errors import leaf
 from ..packages.manifest import Manifest
 from ..security.stream_tokens import StreamTokens
 from ..store import records
@@ -27,12 +28,6 @@ from ..supervisor.supervisor import Supervisor
 from .listener_app import ListenerSettings, create_listener_app
 
 log = logging.getLogger(__name__)
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
 
 
 @dataclass
@@ -103,7 +98,7 @@ class ListenerManager:
         try:
             binds: list[str] = await self._nursery.start(serve)
         except* OSError as group:  # e.g. the port is taken: the server and the plugin go on
-            failure = f"cannot bind {config.bind[0]}: {_leaf(group)}"
+            failure = f"cannot bind {config.bind[0]}: {leaf(group)}"
         if failure:
             log.error("plugin %s: listener %s: %s", key, listener.name, failure)
             records.record_event(self.db, key, "listener_failed", reason=failure)

@@ -6,6 +6,8 @@ naming it), and the request Structs take their bounds from these constants:
 
     plugin keys          KEY_PATTERN   ^[a-z][a-z0-9-]{1,62}   (the manifest's key rule)
     property, camera ids ID_PATTERN    ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}
+    event types          EVENT_TYPE_PATTERN  camera.motion (lanes/calls.py, the lane's rule)
+    trusted key ids      TRUST_KEY_ID_PATTERN  (security/limits.py, the trust store's rule)
     generated ids        TOKEN_ID      operators, HA keys, test runs (uuid4 hex today)
     names                at most MAX_NAME (200) characters; free text at most MAX_TEXT
     lists                at most MAX_ITEMS (1000) entries; pages at most MAX_PAGE rows
@@ -21,13 +23,13 @@ from typing import Annotated
 import msgspec
 
 from ..errors import BadRequest, NotFound
-from ..security.trust import KEY_ID as TRUST_KEY_RE
+from ..lanes.calls import EVENT_TYPE_PATTERN, MAX_EVENT_TYPE
+from ..security.limits import TRUST_KEY_ID, TRUST_KEY_ID_PATTERN
 
 # Anchored with \Z, not $: `$` also matches before a trailing newline ("p1\n").
 KEY_PATTERN = r"^[a-z][a-z0-9-]{1,62}\Z"  # the manifest's key rule
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z"
 TOKEN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}\Z"
-EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\Z"
 AUDIT_TYPE_PATTERN = r"^[a-z][a-z0-9_.]{0,63}\Z"
 
 MAX_NAME = 200
@@ -49,6 +51,8 @@ ResourceId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME)]
 Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
 IdList = Annotated[list[ResourceId], msgspec.Meta(max_length=MAX_ITEMS)]
+TrustKeyId = Annotated[str, msgspec.Meta(pattern=TRUST_KEY_ID_PATTERN)]
+EventType = Annotated[str, msgspec.Meta(max_length=MAX_EVENT_TYPE, pattern=EVENT_TYPE_PATTERN)]
 
 
 def plugin_key(key: str) -> str:
@@ -73,7 +77,7 @@ def token_id(value: str, what: str) -> str:
 
 
 def trust_key_id(value: str) -> str:
-    if not TRUST_KEY_RE.fullmatch(value):
+    if not TRUST_KEY_ID.fullmatch(value):
         raise NotFound(f"no trusted key {value[:80]!r}", {"key_id": value[:80]})
     return value
 

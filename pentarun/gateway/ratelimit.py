@@ -6,17 +6,43 @@
 
 Invariants (tested with hypothesis): within one window a client is allowed at most
 `quota.requests` requests; an address that failed authentication `limit` times in a window is
-blocked, whatever it presents, until that window ends, and never longer. Memory is bounded:
-each limiter keeps at most `max_clients` windows; when full it forgets expired windows first,
-then the oldest one (windows are kept in the order they started, so both are O(1) per entry).
+blocked, whatever it presents, until that window ends, and never longer.
+
+Failures count per `address_bucket`: an IPv4 address is its own bucket, an IPv6 address
+counts for its whole /64 (one host is routinely given a /64 and can rotate through it at
+will, so a limit per full IPv6 address would be no limit at all).
+
+Memory is bounded: each limiter keeps at most `max_clients` windows, in the order they
+started; when full it forgets the window that started first, live or expired (O(1)). With one
+window length (a FailureLimiter) that is also the first to expire, so expired windows go
+before any live one; with several (a RateLimiter whose keys have budgets of their own) a live
+window that started earlier can go while a shorter, later one has already expired. That costs
+the forgotten client a fresh budget, never anyone a refusal.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from dataclasses import dataclass
 
 DEFAULT_MAX_CLIENTS = 100_000
+IPV6_BUCKET_PREFIX = 64
+
+
+def address_bucket(address: str) -> str:
+    """Whom an address's failures count against: an IPv4 address itself (an IPv4-mapped IPv6
+    address is its IPv4 address), an IPv6 address its /64; anything else as it is given."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # without an IPv6 zone id
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        network = ipaddress.IPv6Network((ip, IPV6_BUCKET_PREFIX), strict=False)
+        return str(network)
+    return str(ip)
 
 
 @dataclass(frozen=True)
@@ -81,7 +107,7 @@ class _Windows:
             del self._windows[client]  # re-inserted at the end: the order stays by start
         while len(self._windows) >= self._max_clients:
             oldest = next(iter(self._windows))
-            del self._windows[oldest]  # expired ones are the oldest; else the oldest live one
+            del self._windows[oldest]  # the first started (see the module docstring)
         window = self._windows[client] = _Window(now, length, 0)
         return window
 
@@ -117,6 +143,7 @@ class FailureLimiter:
     Once an address has failed `limit` times in a window, every request from it answers 429
     until the window (which began at its first failure) ends, even one with a correct key: a
     guesser learns nothing from the answers. Successes neither count nor reset the count.
+    Addresses are counted by `address_bucket` (an IPv6 address with its whole /64).
     """
 
     def __init__(self, limit: int, window_s: float, max_clients: int = DEFAULT_MAX_CLIENTS) -> None:
@@ -125,14 +152,14 @@ class FailureLimiter:
 
     def blocked(self, address: str, now: float) -> Decision | None:
         """The refusal for an address that used up its failures, or None when it may try."""
-        window = self._windows.peek(address, now)
+        window = self._windows.peek(address_bucket(address), now)
         if window is None or window.count < self.quota.requests:
             return None
         return Decision(False, self.quota.requests, 0, window.reset_s(now), self.quota.window_s)
 
     def failed(self, address: str, now: float) -> Decision:
         """Count one failure; the decision says how many the address has left."""
-        window = self._windows.current(address, now, self.quota.window_s)
+        window = self._windows.current(address_bucket(address), now, self.quota.window_s)
         window.count = min(window.count + 1, self.quota.requests)
         remaining = self.quota.requests - window.count
         return Decision(
@@ -141,7 +168,7 @@ class FailureLimiter:
 
     def status(self, address: str, now: float) -> Decision:
         """What the address has left, without counting anything (for the headers)."""
-        window = self._windows.peek(address, now)
+        window = self._windows.peek(address_bucket(address), now)
         used, reset = (
             (0, math.ceil(self.quota.window_s))
             if window is None

@@ -25,6 +25,7 @@ from .app import (
 from .http import payload_too_large, read_body
 from .params import (
     MAX_DIGEST,
+    MAX_TEXT,
     IdList,
     Text,
     limit,
@@ -39,6 +40,7 @@ bp = Blueprint("plugins", __name__)
 
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/octet-stream")
 PLUGINS_PAGE = 200
+MAX_GATE_NAME = 64
 
 
 class ApproveRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -144,17 +146,40 @@ async def run_tests(op: records.OperatorRow, key: str) -> Response:
     return json_response({"run_id": run_id}, 202)
 
 
+def run_summary(run: records.TestRunRow) -> dict[str, Any]:
+    """A test run in a list: who, when, how it ended and each gate's verdict; the cases, the
+    load statistics and every detail stay on `GET .../tests/<run_id>`."""
+    report = run.report
+    gates = report.get("gates")
+    error = report.get("error")
+    return {
+        "id": run.id,
+        "version": run.version,
+        "status": run.status,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "ok": report.get("ok") is True,
+        "gates": [
+            {"gate": str(gate.get("gate", ""))[:MAX_GATE_NAME], "ok": gate.get("ok") is True}
+            for gate in (gates if isinstance(gates, list) else [])
+            if isinstance(gate, dict)
+        ],
+        **({"error": str(error)[:MAX_TEXT]} if error else {}),
+    }
+
+
 @bp.get("/api/plugins/<key>/tests")
 @operator(READ)
 async def list_test_runs(op: records.OperatorRow, key: str) -> Response:
-    """Newest first, `limit` (default 50) at a time; `before` = `next_before` pages on."""
+    """Summaries (`run_summary`), newest first, `limit` (default 50) at a time; `before` =
+    `next_before` pages on. The full report of one run: `GET .../tests/<run_id>`."""
     key = plugin_key(key)
     page, before = limit(request.args, 50), query_float(request.args, "before")
     services = current_services()
     services.registry.plugin(key)
     runs = records.test_runs(services.db, key, page, before)
     next_before = runs[-1].started_at if len(runs) == page else None
-    return json_response({"runs": runs, "next_before": next_before})
+    return json_response({"runs": [run_summary(r) for r in runs], "next_before": next_before})
 
 
 @bp.get("/api/plugins/<key>/tests/<run_id>")

@@ -15,13 +15,13 @@ from quart import Blueprint, Response
 from ..security.operators import TRUST
 from ..store import records
 from .app import actor_name, current_services, json_response, operator, parse_body
-from .params import trust_key_id
+from .params import TrustKeyId, trust_key_id
 
 bp = Blueprint("trust", __name__)
 
 
 class TrustedKeyRequest(msgspec.Struct, forbid_unknown_fields=True):
-    key_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    key_id: TrustKeyId  # checked here, before the trust store: it names a file
     # base64 of the raw 32-byte Ed25519 key (44 characters), or its PEM
     public_key: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 

@@ -4,7 +4,7 @@ feed, the audit log; and publishing a platform event onto the event lane."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 import trio
@@ -17,7 +17,7 @@ from . import observe
 from .app import actor_name, current_services, json_response, operator, parse_body
 from .params import (
     AUDIT_TYPE,
-    EVENT_TYPE_PATTERN,
+    EventType,
     ResourceId,
     limit,
     query_float,
@@ -35,7 +35,7 @@ AUDIT_PAGE = 500
 
 
 class EventRequest(msgspec.Struct, forbid_unknown_fields=True):
-    type: Annotated[str, msgspec.Meta(max_length=128, pattern=EVENT_TYPE_PATTERN)]
+    type: EventType
     property: ResourceId
     data: dict[str, Any] = {}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
+import trio
 from quart import Blueprint, Response, request
 
 from .. import plugin_config
@@ -48,8 +49,8 @@ async def call_plugin(op: records.OperatorRow, key: str) -> Response:
         property_id=body.property,
         detail={"handler": body.handler},
     )
-    idempotent = actor.manifest.is_idempotent(body.handler)
-    reply = await actor.call(body.handler, body.property, body.params, idempotent=idempotent)
+    # whether it may run twice is the actor's to decide, from the manifest's `idempotent` list
+    reply = await actor.call(body.handler, body.property, body.params)
     return reply_response(reply, wrap_json=True)
 
 
@@ -68,7 +69,9 @@ async def get_config(op: records.OperatorRow, key: str) -> Response:
 @body_limit("config")
 @operator(MANAGE_PLUGINS)
 async def put_config(op: records.OperatorRow, key: str) -> Response:
-    """Checked whole (syntax, depth, size, schema) before it is stored or pushed."""
+    """Checked whole (syntax, depth, size, schema) before it is stored or pushed. The schema
+    check runs off the trio thread (see plugin_config); the audit row holds the change's
+    digest, size and changed top-level keys, never a value."""
     key = plugin_key(key)
     services = current_services()
     row = services.registry.plugin(key)
@@ -78,14 +81,15 @@ async def put_config(op: records.OperatorRow, key: str) -> Response:
     budget = plugin_config.budget(
         server.server.max_config_body_bytes, server.supervisor.max_frame_bytes
     )
-    config = plugin_config.check(value, _config_schema(row.manifest), budget)
+    previous = records.get_config(services.db, key)
+    config, change = await trio.to_thread.run_sync(
+        plugin_config.check_change, previous, value, _config_schema(row.manifest), budget
+    )
     await records.set_config(services.db, key, config)
     actor = services.supervisor.directory.get(key)
     if actor is not None:
         actor.push_config(config)
-    records.audit(
-        services.db, actor_name(op), "plugin.config_changed", plugin=key, detail={"config": config}
-    )
+    records.audit(services.db, actor_name(op), "plugin.config_changed", plugin=key, detail=change)
     return json_response({"config": config})
 
 

@@ -4,8 +4,10 @@
 a non-blocking write (saving a scheduler round on the latency path); otherwise, or for what
 the kernel did not take, it queues the bytes and wakes the writer, which sends everything
 queued so far in one `send_all` (coalescing frames under load; two tasks never send at once).
-`run()` owns both tasks; it returns when the peer closes the
-stream and raises `ProtocolError` for a malformed or oversized frame.
+`run()` owns both tasks; it returns when the peer closes the stream or a write fails (a
+channel that cannot write is over: reading stops too), and raises `ProtocolError` for a
+malformed or oversized frame. `send()` raises `ChannelClosed` once the channel is over and
+`ProtocolError` for an outgoing frame over the limit.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class Channel(Generic[M]):
         """Read and write until the peer closes; `on_message` is called for each message."""
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_loop)
+                nursery.start_soon(self._write_loop, nursery.cancel_scope)
                 await self._read_loop(on_message)
                 nursery.cancel_scope.cancel()
         finally:
@@ -100,7 +102,7 @@ class Channel(Generic[M]):
                 self.frames_received += 1
                 on_message(message)
 
-    async def _write_loop(self) -> None:
+    async def _write_loop(self, scope: trio.CancelScope) -> None:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
@@ -112,6 +114,7 @@ class Channel(Generic[M]):
                 await self._stream.send_all(frames[0] if len(frames) == 1 else b"".join(frames))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._closed = True
+                scope.cancel()  # the peer stopped reading: the channel is over
                 return
             finally:
                 self._writing = False

@@ -10,12 +10,18 @@ take is refused by name, 400 `bad_request` with reason `unknown_parameter`); eve
 worker sends is bounded; decoding any map either yields the call's Struct or raises BadRequest;
 a `property`/`property_id` parameter naming a property other than the call's own is a
 cross-property attempt, whatever the call.
+
+Every answer is bounded too: a plugin holds at most MAX_STATE_KEYS keys per property (a
+`store.set` of one more new key is 409 `store_full`), and `store.keys` answers a page of at
+most MAX_KEYS_PAGE keys (`limit`, in key order after `after`), so its reply stays far below
+the IPC frame limit (MAX_KEYS_PAGE keys of MAX_STATE_KEY characters, 4 bytes each: 1 MiB).
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import re
 import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,10 +30,12 @@ from typing import Annotated, Any
 import msgspec
 
 from ..errors import BadRequest
+from ..security.limits import MAX_STREAM_TTL_S
 from ..security.scopes import MAX_RISK, SCOPES
-from ..security.stream_tokens import MAX_TTL_S
 
 MAX_STATE_KEY = 256
+MAX_STATE_KEYS = 10_000  # keys a plugin may hold per property
+MAX_KEYS_PAGE = 1000  # keys one `store.keys` answer holds at most
 MAX_STATE_VALUE = 64 * 1024  # bytes, as msgpack
 MAX_EVENT_DATA = 64 * 1024  # bytes, as msgpack
 MAX_ID = 64  # camera and stream ids (the admin API's camera id pattern allows 64)
@@ -41,9 +49,16 @@ StoreKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STATE_KEY)]
 CameraId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID)]
 StreamId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID)]
 StreamProtocol = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PROTOCOL)]
-TtlSeconds = Annotated[float, msgspec.Meta(gt=0, le=MAX_TTL_S)]
+TtlSeconds = Annotated[float, msgspec.Meta(gt=0, le=MAX_STREAM_TTL_S)]
 StreamToken = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STREAM_TOKEN)]
 EventType = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_TYPE)]
+KeysAfter = Annotated[str, msgspec.Meta(max_length=MAX_STATE_KEY)]
+KeysLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_KEYS_PAGE)]
+
+# A canonical event type (`camera.motion`); anchored with \Z, not $, which also matches
+# before a trailing newline. The admin API's `POST /api/events` takes the same pattern.
+EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\Z"
+EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
 
 
 def _msgpack_size(value: Any, limit: int, what: str) -> None:
@@ -61,7 +76,15 @@ class Params(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
 
 
 class NoParams(Params, frozen=True):
-    """`store.keys`, `properties.get`, `cameras.list`: no parameters at all."""
+    """`properties.get`, `cameras.list`: no parameters at all."""
+
+
+class StoreKeysParams(Params, frozen=True):
+    """`store.keys`: at most `limit` keys, in key order, those after `after` ("" = the first).
+    A full page may have more after it: ask again with `after` = its last key."""
+
+    after: KeysAfter = ""
+    limit: KeysLimit = MAX_KEYS_PAGE
 
 
 class StoreKeyParams(Params, frozen=True):
@@ -126,7 +149,7 @@ CONTRACTS: Mapping[str, Contract] = {
     "store.get": Contract(None, StoreKeyParams),
     "store.set": Contract(None, StoreSetParams),
     "store.delete": Contract(None, StoreKeyParams),
-    "store.keys": Contract(None, NoParams),
+    "store.keys": Contract(None, StoreKeysParams),
     "properties.get": Contract("properties:read", NoParams),
     "cameras.list": Contract("cameras:read", NoParams),
     "cameras.get": Contract("cameras:read", CameraParams),

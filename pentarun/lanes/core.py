@@ -8,7 +8,13 @@ Every call is checked in this order, whatever the worker sends:
      not take is refused by name, and one naming another property is a cross-property attempt.
 Only then does the call run, confined to that one plugin and property, with typed params.
 Every refusal — these five and a handler's own permission refusal (`CoreRequest.refuse`) — is
-audited with a risk score from `calls.refusal_risk`.
+audited with a risk score from `calls.refusal_risk`; what the worker chose (call name,
+property, the error's message) is clipped before it is written.
+
+The plugin's store is bounded (`calls.MAX_STATE_KEYS` keys per property, `store.keys` in pages
+of at most `calls.MAX_KEYS_PAGE`), so its reads on the trio thread are small indexed reads and
+its answers always fit a frame. A full store refuses a new key (409 `store_full`, not audited:
+it is a quota, not a security refusal).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from ..errors import (
     PentarunError,
     PropertyNotAssigned,
     ScopeDenied,
+    StoreFull,
     TokenInvalid,
 )
 from ..ipc.messages import CoreCall
@@ -31,12 +38,14 @@ from ..store import records
 from ..store.db import Database
 from .calls import (
     CONTRACTS,
+    MAX_STATE_KEYS,
     TOKEN_REFUSALS,
     Contract,
     NoParams,
     Params,
     Refusal,
     StoreKeyParams,
+    StoreKeysParams,
     StoreSetParams,
     audit_type,
     clip,
@@ -47,6 +56,7 @@ from .calls import (
 from .cameras import HANDLERS as CAMERA_HANDLERS
 from .request import CoreFn, CoreRequest
 
+MAX_MESSAGE_SHOWN = 300  # characters of a refusal's message an audit row keeps
 HookRunner = Callable[[str, str, dict[str, Any], str], Awaitable[dict[str, Any]]]
 
 
@@ -175,8 +185,8 @@ class CoreApi:
             detail={
                 "call": clip(call.name),
                 "refusal": refusal.value,
-                "code": error.error_code,
-                "message": error.message,
+                "code": clip(error.error_code),
+                "message": clip(error.message, MAX_MESSAGE_SHOWN),
                 **({"scope": scope} if scope else {}),
                 **(extra or {}),
             },
@@ -190,15 +200,24 @@ async def _store_get(r: CoreRequest, p: StoreKeyParams) -> dict[str, Any]:
 
 
 async def _store_set(r: CoreRequest, p: StoreSetParams) -> None:
-    await records.state_set(r.db, r.plugin, r.property, p.key, p.value)
+    stored = await records.state_set(
+        r.db, r.plugin, r.property, p.key, p.value, max_keys=MAX_STATE_KEYS
+    )
+    if not stored:
+        raise StoreFull(
+            f"plugin {r.plugin!r} already holds {MAX_STATE_KEYS} keys in property "
+            f"{r.property!r}: delete some before adding {clip(p.key)!r}",
+            {"limit": MAX_STATE_KEYS, "key": clip(p.key)},
+        )
 
 
 async def _store_delete(r: CoreRequest, p: StoreKeyParams) -> None:
     await records.state_delete(r.db, r.plugin, r.property, p.key)
 
 
-async def _store_keys(r: CoreRequest, p: NoParams) -> list[str]:
-    return records.state_keys(r.db, r.plugin, r.property)
+async def _store_keys(r: CoreRequest, p: StoreKeysParams) -> list[str]:
+    """One page (`calls.StoreKeysParams`): a bounded index range read, small enough inline."""
+    return records.state_keys(r.db, r.plugin, r.property, after=p.after, limit=p.limit)
 
 
 async def _property_get(r: CoreRequest, p: NoParams) -> dict[str, Any]:

@@ -9,17 +9,14 @@ publishes only the types its manifest declares under `events.publish`.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import BadRequest, Forbidden
 from ..supervisor.directory import Directory
-from .calls import EventsPublishParams
+from .calls import EVENT_TYPE, EventsPublishParams, clip
 from .request import CoreRequest
-
-EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
 
 def _ignore(event: dict[str, Any]) -> None:
@@ -42,8 +39,8 @@ class EventLane:
 
     def publish(self, event_type: str, property_id: str, data: dict[str, Any], source: str) -> int:
         """Deliver to every subscriber of this property; returns how many took it."""
-        if not EVENT_TYPE.match(event_type):
-            raise BadRequest("event types look like 'camera.motion'", {"type": event_type})
+        if not EVENT_TYPE.fullmatch(event_type):
+            raise BadRequest("event types look like 'camera.motion'", {"type": clip(event_type)})
         delivered = 0
         for actor in self.directory.serving(property_id):
             key = actor.key

@@ -4,6 +4,8 @@
 manifest declares the hook, its `hook:<name>` handler in priority order (higher first), each
 within the manifest's `timeout_ms`. A handler returns a dict of fields to replace in the
 payload, or nothing; one that fails or is too slow is skipped and recorded, never fatal.
+The recorded reason repeats the worker's error code and message clipped (`calls.clip`): a
+plugin's text never lands unbounded in its events or the live feed.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from ..ipc.messages import Reply
 from ..store import records
 from ..store.db import Database
 from ..supervisor.directory import Directory
+from .calls import clip
 
 log = logging.getLogger(__name__)
 
 PREFIX = "hook:"
+MAX_REASON_SHOWN = 200  # characters of a failing hook's error message an event keeps
 
 
 class HookLane:
@@ -51,7 +55,10 @@ class HookLane:
                 reply = await actor.call(PREFIX + name, property_id, payload, timeout_s)
             except PentarunError as exc:
                 records.record_event(
-                    self.db, key, "hook_failed", reason=f"{name}: {exc.error_code}: {exc.message}"
+                    self.db,
+                    key,
+                    "hook_failed",
+                    reason=f"{name}: {clip(exc.error_code)}: {clip(exc.message, MAX_REASON_SHOWN)}",
                 )
                 continue
             if isinstance(reply, Reply) and isinstance(reply.value, dict):

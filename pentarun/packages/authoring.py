@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -20,7 +19,7 @@ import trio
 from .. import __version__
 from ..config import Config
 from ..security import signing
-from ..security.trust import load_trust_store
+from ..security.trust import KEY_ID, load_trust_store
 from . import installer
 from .builder import pack, package_name, read_tree, sign_package
 from .gates import Report, run_gates
@@ -45,7 +44,7 @@ class ProblemsFound(AuthoringError):
 
 
 def scaffold(name: str, parent: Path) -> Path:
-    if not KEY.match(name):
+    if not KEY.fullmatch(name):
         raise AuthoringError(f"{name!r} is not a plugin key: use lowercase letters, digits, '-'")
     root = parent / name
     if root.exists():
@@ -213,7 +212,7 @@ def unignored_in_work_tree(path: Path) -> str | None:
 
 def generate_keys(out_dir: Path, key_id: str) -> tuple[Path, Path]:
     """A new Ed25519 key pair: `<key_id>.key` (private, mode 0600) and `<key_id>.pub`."""
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", key_id):
+    if not KEY_ID.fullmatch(key_id):
         raise AuthoringError(f"{key_id!r} is not a key id: letters, digits, '.', '_', '-'")
     private, public = out_dir / f"{key_id}.key", out_dir / f"{key_id}.pub"
     why = unignored_in_work_tree(private)

@@ -7,11 +7,18 @@ load the job, `step()`, store the new job, carry out the commands, then make the
 driving StepDone or StepFailed. At start, `recover()` feeds every unfinished job `Resume`, so
 a server killed at any point comes back consistent (see pipeline.py).
 
+A `Cancel` command (an operator's quarantine during a release) cancels the job's running step;
+a step's result is applied only if nothing cancelled the step meanwhile, so a late result of a
+cancelled step never moves the job on.
+
 Probation timers follow the jobs: a QUARANTINED job with `probation_due_at` has exactly one
 timer; any change that clears or moves that time cancels it (an operator's release or
 quarantine, an uninstall), and `recover()` re-arms the timers after a restart. When a timer
 fires it drives `ProbationDue`; each attempt's end is recorded (`probation_attempt` event and
 audit row, with the test run's id).
+
+Background tasks (`spawn`) never raise into the service's nursery: a failure is logged and
+recorded on the plugin (`install_error` event), and the server goes on.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from . import installer
 from .installer import InstallError, Layout
 from .pipeline import (
     Activate,
+    Cancel,
     Command,
     Discard,
     Event,
@@ -84,9 +92,30 @@ class Driver:
         """The nursery that background steps and timers run in (the service's)."""
         self._nursery = nursery
 
-    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any, key: str = "") -> None:
+        """Run `fn(*args)` in the background; its failure is logged and recorded on `key`."""
         assert self._nursery is not None, "the install service is not running"
-        self._nursery.start_soon(fn, *args)
+        self._nursery.start_soon(self._guarded, fn, args, key, name=getattr(fn, "__name__", fn))
+
+    async def _guarded(
+        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], key: str
+    ) -> None:
+        try:
+            await fn(*args)
+        except Exception as exc:
+            self.record_error(key, getattr(fn, "__name__", "background task"), exc)
+
+    def record_error(self, key: str, what: str, exc: Exception) -> None:
+        """Log a background task's failure and put it on the plugin's events; never raises."""
+        log.error("%s%s failed", what, f" of {key}" if key else "", exc_info=exc)
+        if not key:
+            return
+        try:
+            records.record_event(
+                self.db, key, "install_error", reason=f"{what}: {type(exc).__name__}: {exc}"
+            )
+        except Exception:
+            log.exception("could not record the failure of %s of %s", what, key)
 
     def lock(self, key: str) -> trio.Lock:
         return self._locks[key]
@@ -101,21 +130,36 @@ class Driver:
 
     # --- driving ---------------------------------------------------------------------------
 
-    async def drive(self, install_id: str, event: Event, *, inline: bool = False) -> None:
-        """Step the job; steps it starts run in the background, or here when `inline`."""
+    async def drive(
+        self,
+        install_id: str,
+        event: Event,
+        *,
+        inline: bool = False,
+        accepted: Callable[[], Awaitable[None]] | None = None,
+        step_scope: trio.CancelScope | None = None,
+    ) -> None:
+        """Step the job; steps it starts run in the background, or here when `inline`.
+
+        `accepted` runs under the plugin's lock once the pipeline took the event, before its
+        commands (so a refused event changes nothing). `step_scope` is the scope of the step
+        whose result `event` is: it is dropped if that step was cancelled meanwhile.
+        """
         row = records.get_install(self.db, install_id)
         if row is None:
             return  # uninstalled meanwhile
         key = row.plugin_key
         async with self._locks[key]:
             row = records.get_install(self.db, install_id)
-            if row is None:
+            if row is None or (step_scope is not None and step_scope.cancel_called):
                 return
             job = job_of(row)
             new, commands = step(job, event)
             refused = [c for c in commands if isinstance(c, Refuse)]
             if refused:
                 raise Conflict(refused[0].reason, {"state": job.stage.value})
+            if accepted is not None:
+                await accepted()
             if new != job:
                 await records.save_install(self.db, install_id, msgspec.to_builtins(new))
                 records.record_event(
@@ -128,32 +172,33 @@ class Driver:
                 )
             for command in commands:
                 await self._execute(row, new, command)
+            runs = [c.step for c in commands if isinstance(c, Run)]
+            scope = trio.CancelScope()  # registered here, so a Cancel finds it at once
+            if runs:
+                self._running[install_id] = scope
             self._arm(install_id, key, new)
             await self.sync_plugin_row(key)
             self._changed.set()
             self._changed = trio.Event()
         # steps drive the job again when they end, so they run outside the lock
-        for command in commands:
-            if isinstance(command, Run):
-                if inline:
-                    await self._run_step(install_id, command.step)
-                else:
-                    self.spawn(self._run_step, install_id, command.step)
+        for name in runs:
+            if inline:
+                await self._run_step(install_id, name, scope)
+            else:
+                self.spawn(self._run_step, install_id, name, scope, key=key)
 
-    async def drive_logged(self, install_id: str, event: Event) -> None:
+    async def drive_logged(
+        self, install_id: str, event: Event, *, step_scope: trio.CancelScope | None = None
+    ) -> None:
         """For background tasks: a failure is logged and recorded, never raised into the server."""
         try:
-            await self.drive(install_id, event)
+            await self.drive(install_id, event, step_scope=step_scope)
         except Exception as exc:
-            log.exception("install %s: could not apply %s", install_id, type(event).__name__)
-            row = records.get_install(self.db, install_id)
-            if row is not None:
-                records.record_event(
-                    self.db,
-                    row.plugin_key,
-                    "install_error",
-                    reason=f"{type(event).__name__}: {exc}",
-                )
+            try:
+                row = records.get_install(self.db, install_id)
+            except Exception:
+                row = None
+            self.record_error(row.plugin_key if row else "", type(event).__name__, exc)
 
     async def _execute(self, row: records.InstallRow, new: Job, command: Command) -> None:
         key = row.plugin_key
@@ -164,6 +209,10 @@ class Driver:
                 await self.workers.start(key, self.layout.tree(key, row.id), row.manifest)
             case StopWorker():
                 await self.workers.stop(key, new.reason or "stopped")
+            case Cancel():
+                running = self._running.pop(row.id, None)
+                if running is not None:
+                    running.cancel()
             case Discard():
                 await trio.to_thread.run_sync(installer.remove, self.layout.staging(row.id))
                 await trio.to_thread.run_sync(installer.remove, self.layout.package(row.id))
@@ -198,24 +247,25 @@ class Driver:
         if actor is not None and actor.phase is Phase.QUARANTINED:
             actor.release()
 
-    async def _run_step(self, install_id: str, name: str) -> None:
+    async def _run_step(self, install_id: str, name: str, scope: trio.CancelScope) -> None:
         event: Event
-        with trio.CancelScope() as scope:
-            self._running[install_id] = scope
-            try:
-                row = records.get_install(self.db, install_id)
-                if row is None:
-                    return
-                event = await self.steps.run(name, row)
-            except InstallError as exc:
-                event = StepFailed(str(exc))
-            except Exception as exc:
-                log.exception("install %s: step %s failed", install_id, name)
-                event = StepFailed(f"internal error during {name}: {type(exc).__name__}: {exc}")
-            finally:
-                self._running.pop(install_id, None)
-        if not scope.cancelled_caught:
-            await self.drive_logged(install_id, event)
+        try:
+            with scope:
+                try:
+                    row = records.get_install(self.db, install_id)
+                    if row is None:
+                        return
+                    event = await self.steps.run(name, row)
+                except InstallError as exc:
+                    event = StepFailed(str(exc))
+                except Exception as exc:
+                    log.exception("install %s: step %s failed", install_id, name)
+                    event = StepFailed(f"internal error during {name}: {type(exc).__name__}: {exc}")
+            if not scope.cancel_called:
+                await self.drive_logged(install_id, event, step_scope=scope)
+        finally:
+            if self._running.get(install_id) is scope:
+                del self._running[install_id]
 
     def forget(self, rows: list[records.InstallRow]) -> None:
         """An uninstall: cancel the steps and probation timers of these jobs."""
@@ -242,7 +292,7 @@ class Driver:
             return
         scope = trio.CancelScope()
         self._timers[install_id] = (due, scope)
-        self.spawn(self._probation_timer, install_id, due, scope)
+        self.spawn(self._probation_timer, install_id, due, scope, key, key=key)
         attempt = job.probation_attempts + 1
         records.record_event(
             self.db,
@@ -256,17 +306,23 @@ class Driver:
             detail={"install": install_id, "attempt": attempt},
         )
 
-    async def _probation_timer(self, install_id: str, due: float, scope: trio.CancelScope) -> None:
+    async def _probation_timer(
+        self, install_id: str, due: float, scope: trio.CancelScope, key: str
+    ) -> None:
         with scope:
             await trio.sleep(max(0.0, due - time.time()))
         if self._timers.get(install_id) == (due, scope):
             del self._timers[install_id]
         if scope.cancelled_caught:
             return
-        row = records.get_install(self.db, install_id)
-        if row is None:
+        try:
+            row = records.get_install(self.db, install_id)
+            if row is None:
+                return
+            attempt = job_of(row).probation_attempts + 1
+        except Exception as exc:
+            self.record_error(key, f"probation attempt of install {install_id}", exc)
             return
-        attempt = job_of(row).probation_attempts + 1
         c = self.config.supervisor
         retry_at = time.time() + c.probation_s if attempt < c.probation_attempts else None
         await self.drive_logged(install_id, ProbationDue(retry_at))

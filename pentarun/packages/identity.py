@@ -15,7 +15,7 @@ from ..security import signing
 from .problems import Problem, field
 
 FILE = "plugin.id"
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 class Signature(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -60,7 +60,7 @@ def check_identity(
         return None, [Problem("plugin_id.invalid", FILE, str(exc))]
 
     for name, digest in sorted(ident.files.items()):
-        if not SHA256.match(digest):
+        if not SHA256.fullmatch(digest):
             problems.append(
                 Problem(
                     "integrity.bad_hash",

@@ -22,12 +22,12 @@ from .problems import Problem, field
 from .versions import VersionError, parse_range, parse_version
 
 FILE = "definition.json"
-KEY = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
-NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,127}$")
-IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
-EVENT = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
-HIPAA = re.compile(r"^164\.\d{3}(\([a-z0-9]+\))+$")
-LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+KEY = re.compile(r"^[a-z][a-z0-9-]{1,62}\Z")
+NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,127}\Z")
+IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}\Z")
+EVENT = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\Z")
+HIPAA = re.compile(r"^164\.\d{3}(\([a-z0-9]+\))+\Z")
+LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 RESERVED_TRAITS = {"admin", "root", "system"}
 CLASSIFICATIONS = {"public", "internal", "confidential", "pii", "phi"}
 AUDIT_LEVELS = {"none", "basic", "detailed", "complete"}
@@ -192,7 +192,7 @@ def public_hostname_problem(host: str) -> str | None:
     if name == "localhost" or name.endswith(BLOCKED_SUFFIXES):
         return "local and internal names are not allowed"
     labels = name.split(".")
-    if len(name) > 253 or len(labels) < 2 or not all(LABEL.match(label) for label in labels):
+    if len(name) > 253 or len(labels) < 2 or not all(LABEL.fullmatch(label) for label in labels):
         return "not a valid public hostname"
     if labels[-1].isdigit():
         return "not a valid public hostname"
@@ -223,7 +223,7 @@ def validate_manifest(
     key = raw.get("key")
     if "key" in raw and c.typed(key, str, ("key",), "a string"):
         assert isinstance(key, str)
-        if not KEY.match(key):
+        if not KEY.fullmatch(key):
             c.add("invalid_key", ("key",), f"must match {KEY.pattern}")
         elif identity and key != identity[0]:
             c.add("identity_mismatch", ("key",), f"plugin.id says key {identity[0]!r}")
@@ -249,7 +249,7 @@ def validate_manifest(
         except VersionError as exc:
             c.add("invalid_range", ("engine",), str(exc))
     for i, name in enumerate(c.strings(raw.get("contracts", []), ("contracts",))):
-        if not IDENT.match(name):
+        if not IDENT.fullmatch(name):
             c.add("invalid_name", ("contracts", i), f"must match {IDENT.pattern}")
 
     traits = c.strings(raw.get("traits", []), ("traits",))
@@ -258,7 +258,7 @@ def validate_manifest(
     for i, trait in enumerate(traits):
         if trait in RESERVED_TRAITS:
             c.add("reserved_trait", ("traits", i), f"trait {trait!r} is reserved")
-        elif not IDENT.match(trait):
+        elif not IDENT.fullmatch(trait):
             c.add("invalid_name", ("traits", i), f"must match {IDENT.pattern}")
 
     scopes = c.strings(raw.get("scopes", []), ("scopes",))
@@ -269,7 +269,7 @@ def validate_manifest(
 
     handlers = c.strings(raw.get("handlers", []), ("handlers",))
     for i, handler in enumerate(handlers):
-        if not NAME.match(handler):
+        if not NAME.fullmatch(handler):
             c.add("invalid_name", ("handlers", i), f"must match {NAME.pattern}")
 
     for i, name in enumerate(c.strings(raw.get("idempotent", []), ("idempotent",))):
@@ -345,7 +345,7 @@ def _check_listener(c: _Checker, raw: dict[str, Any]) -> str | None:
         return None
     c.unknown_fields(listener, path, ("name", "port", "auth", "rate_limit"))
     name = listener.get("name")
-    if c.typed(name, str, (*path, "name"), "a string") and not KEY.match(name):
+    if c.typed(name, str, (*path, "name"), "a string") and not KEY.fullmatch(name):
         c.add("invalid_name", (*path, "name"), f"must match {KEY.pattern}")
     c.number(listener.get("port"), (*path, "port"), 1, 65535, integer=True)
     auth = listener.get("auth", "property_key")
@@ -406,7 +406,7 @@ def _check_events(c: _Checker, raw: dict[str, Any], scopes: set[str]) -> None:
     c.unknown_fields(events, ("events",), ("subscribe", "publish"))
     for direction in ("subscribe", "publish"):
         for i, event in enumerate(c.strings(events.get(direction, []), ("events", direction))):
-            if not EVENT.match(event):
+            if not EVENT.fullmatch(event):
                 c.add(
                     "invalid_name",
                     ("events", direction, i),
@@ -425,7 +425,7 @@ def _check_hooks(c: _Checker, raw: dict[str, Any]) -> None:
     if not c.typed(hooks, dict, ("hooks",), "an object"):
         return
     for name, hook in hooks.items():
-        if not EVENT.match(name):
+        if not EVENT.fullmatch(name):
             c.add("invalid_name", ("hooks", name), "hook names look like 'snapshot.annotate'")
         if not c.typed(hook, dict, ("hooks", name), "an object"):
             continue
@@ -441,7 +441,7 @@ def _check_dependencies(
     if not c.typed(deps, dict, ("dependencies",), "an object of plugin key -> version range"):
         return
     for dep, spec in deps.items():
-        if not KEY.match(dep):
+        if not KEY.fullmatch(dep):
             c.add("invalid_key", ("dependencies", dep), f"must match {KEY.pattern}")
         if c.typed(spec, str, ("dependencies", dep), "a version range"):
             try:
@@ -508,7 +508,7 @@ def _check_compliance(c: _Checker, raw: dict[str, Any]) -> list[str]:
         )
     controls = c.strings(compliance.get("hipaa_controls", []), ("compliance", "hipaa_controls"))
     for i, control in enumerate(controls):
-        if not HIPAA.match(control):
+        if not HIPAA.fullmatch(control):
             c.add(
                 "invalid_value",
                 ("compliance", "hipaa_controls", i),

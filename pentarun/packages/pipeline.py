@@ -17,6 +17,14 @@ re-runs the full suite like a release and, when it passes, goes back to ENABLED.
 attempt goes back to QUARANTINED with the next attempt's time (`retry_at` of the
 `ProbationDue` that started it; None after the last one). Each attempt's end is a
 `ProbationResult` command. An operator's release or quarantine cancels a pending probation.
+
+Operators keep the last word during a release or a probation attempt: a `Quarantine` cancels
+the running step (`Cancel`) and the job stays QUARANTINED with no probation pending; a `Disable`
+lets the suite finish, and a release that passes then ends DISABLED (verified, not running)
+instead of starting the worker. Only a release whose suite passed leaves QUARANTINED.
+
+The job also carries the package's test plan, stored at upload (`test_plan`), so the suites
+need not unpack the package again; jobs stored before it was kept have None.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from __future__ import annotations
 import enum
 
 import msgspec
+
+from .testplan import TestPlan
 
 MAX_RESUMES = 2
 
@@ -59,6 +69,8 @@ class Job(msgspec.Struct, frozen=True):
     probation_attempts: int = 0  # attempts made since the quarantine
     probation_retry_at: float | None = None  # the next attempt's time if this one fails
     on_probation: bool = False  # the release under way is a probation attempt
+    stay_disabled: bool = False  # disabled during the release: a pass ends DISABLED
+    test_plan: TestPlan | None = None  # the package's plan, as stored at upload
 
 
 # --- events ---------------------------------------------------------------------------------
@@ -150,6 +162,10 @@ class StopWorker(Command, frozen=True):
     pass
 
 
+class Cancel(Command, frozen=True):
+    """Stop the running step at once; whatever it would have reported is dropped."""
+
+
 class Discard(Command, frozen=True):
     """Remove the job's staging area (and its installed tree unless it is active)."""
 
@@ -167,6 +183,12 @@ _NO_PROBATION: dict[str, object] = {
     "probation_attempts": 0,
     "probation_retry_at": None,
     "on_probation": False,
+}
+_NO_RELEASE: dict[str, object] = {
+    **_NO_PROBATION,
+    "releasing": False,
+    "stay_disabled": False,
+    "enable_when_verified": False,
 }
 
 
@@ -214,15 +236,27 @@ def step(job: Job, event: Event) -> tuple[Job, list[Command]]:
         case Enable() if s in (Stage.VERIFIED, Stage.DISABLED):
             return _to(job, Stage.ENABLED, "enabled", StartWorker())
         case Enable() if job.running or s is Stage.DEPENDENCIES_PENDING:
-            return msgspec.structs.replace(job, enable_when_verified=True), []
+            return msgspec.structs.replace(job, enable_when_verified=True, stay_disabled=False), []
         case Enable() if s is not Stage.ENABLED:
             return job, [Refuse(f"a {s.value} plugin cannot be enabled")]
         case Disable(reason=reason) if s is Stage.ENABLED:
             return _to(job, Stage.DISABLED, reason, StopWorker())
+        case Disable() if job.releasing:
+            return msgspec.structs.replace(job, enable_when_verified=False, stay_disabled=True), []
         case Disable() if job.running or s is Stage.DEPENDENCIES_PENDING:
             return msgspec.structs.replace(job, enable_when_verified=False), []
+        case Disable(reason=reason) if s is Stage.QUARANTINED and job.probation_due_at is not None:
+            # an operator turned it off: probation must not bring it back
+            return _to(job, Stage.QUARANTINED, f"{reason} (probation cancelled)", **_NO_PROBATION)
+        case Quarantine(reason=reason) if job.releasing:
+            what = "probation attempt" if job.on_probation else "release"
+            return _to(
+                job, Stage.QUARANTINED, f"{reason} ({what} cancelled)", Cancel(), **_NO_RELEASE
+            )
         case Quarantine(reason=reason, probation_at=at) if s in SERVABLE:
-            probation = {**_NO_PROBATION, "probation_due_at": at}
+            # probation is for a plugin that was serving: not one an operator had turned off
+            due = at if s is Stage.ENABLED else None
+            probation = {**_NO_PROBATION, "probation_due_at": due}
             return _to(job, Stage.QUARANTINED, reason, StopWorker(), **probation)
         case Quarantine(reason=reason, probation_at=None) if (
             s is Stage.QUARANTINED and job.probation_due_at is not None
@@ -264,14 +298,23 @@ def step(job: Job, event: Event) -> tuple[Job, list[Command]]:
 def _release_failed(job: Job, reason: str) -> tuple[Job, list[Command]]:
     """A release (or a probation attempt) failed: back to QUARANTINED; probation goes on."""
     if not job.on_probation:
-        return _to(job, Stage.QUARANTINED, f"release failed: {reason}", releasing=False)
+        return _to(
+            job,
+            Stage.QUARANTINED,
+            f"release failed: {reason}",
+            releasing=False,
+            stay_disabled=False,
+        )
     attempt, retry_at = job.probation_attempts, job.probation_retry_at
+    if job.stay_disabled:  # disabled by an operator during the attempt: probation ends here
+        retry_at, reason = None, f"{reason}; disabled by an operator, probation ended"
     return _to(
         job,
         Stage.QUARANTINED,
         f"probation attempt {attempt} failed: {reason}",
         ProbationResult(attempt, False, retry_at),
         releasing=False,
+        stay_disabled=False,
         on_probation=False,
         probation_due_at=retry_at,
         probation_retry_at=None,
@@ -289,6 +332,16 @@ def _advance(job: Job) -> tuple[Job, list[Command]]:
         case "promote":
             return _to(
                 job, Stage.INSTALLED, "verifying the installed copy", Run("verify"), in_place=True
+            )
+        case "verify" if job.releasing and job.stay_disabled:
+            passed = [ProbationResult(job.probation_attempts, True)] if job.on_probation else []
+            return _to(
+                job,
+                Stage.DISABLED,
+                "verified; released, and disabled by an operator during the release",
+                Activate(),
+                *passed,
+                **_NO_RELEASE,
             )
         case "verify" if job.on_probation:
             return _to(

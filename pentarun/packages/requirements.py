@@ -16,7 +16,7 @@ REQUIREMENT = re.compile(
     r"^(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)"
     r"(?:\[[A-Za-z0-9._-]+(?:\s*,\s*[A-Za-z0-9._-]+)*\])?"
     r"\s*(?P<spec>(?:(?:===|==|>=|<=|~=|!=|<|>)\s*[A-Za-z0-9.*+!_-]+\s*,?\s*)*)"
-    r"(?:;\s*(?P<marker>[^#]*))?$"
+    r"(?:;\s*(?P<marker>[^#]*))?\Z"
 )
 
 
@@ -40,7 +40,7 @@ def parse_requirements(text: str) -> tuple[list[str], list[Problem]]:
                     f"URLs, paths and direct references are not allowed: {line!r}",
                 )
             )
-        elif not REQUIREMENT.match(line):
+        elif not REQUIREMENT.fullmatch(line):
             problems.append(
                 Problem(
                     "requirements.invalid_line",

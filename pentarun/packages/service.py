@@ -9,6 +9,13 @@ The service is the one writer of a plugin's state (the `enhanced_plugins` row): 
 plugins through the driver, plugins run from source (`run_from_source`) here. A `Quarantined`
 event from the supervisor drives the pipeline like an operator's quarantine; with
 `probation=True` (a crash loop of a plugin that had served well) it schedules probation.
+
+Operator actions change nothing when the pipeline refuses them (an enable's property
+assignments happen under the plugin's lock only once the pipeline took it). An uninstall
+reads the plugin's installs under that lock, so an upload that got in first is removed with
+them (and answers 409). Operator test runs: one per plugin at a time (409 names the run under
+way), and at most `install.max_concurrent_suites` full suites at once server-wide (the
+others `queued`).
 """
 
 from __future__ import annotations
@@ -79,6 +86,7 @@ class Installs:
         self.steps = Steps(config, db, self.layout, self.reader, gates)
         self.driver = Driver(config, db, self.layout, self.steps, self.workers)
         self._nursery: trio.Nursery | None = None
+        self._tests: dict[str, trio.CancelScope] = {}  # key -> its operator's test run
         supervisor.observers.subscribe(self._on_actor_event)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -185,7 +193,9 @@ class Installs:
                 install_id,
                 plugin_key=key,
                 version=package.version,
-                job=msgspec.to_builtins(Job(enable_when_verified=enable)),
+                job=msgspec.to_builtins(
+                    Job(enable_when_verified=enable, test_plan=package.test_plan)
+                ),
                 package_digest=package.digest,
                 manifest=package.manifest,
                 file_hashes=hashes,
@@ -200,7 +210,12 @@ class Installs:
             )
         await self.driver.drive(install_id, Begin(), inline=True)  # validation answers the upload
         created = records.get_install(self.db, install_id)
-        assert created is not None
+        if created is None:
+            raise Conflict(
+                f"{key!r} was uninstalled while this upload of {package.version} was being "
+                "validated; upload it again to install it",
+                {"plugin": key, "install": install_id},
+            )
         return created
 
     async def approve(self, key: str, digest: str, operator: str) -> None:
@@ -245,9 +260,12 @@ class Installs:
             if records.get_property(self.db, pid) is None:
                 raise NotFound(f"no property {pid!r}", {"property": pid})
         row = shown_install(self._rows(key))
-        for pid in properties:
-            await records.assign_property(self.db, key, pid)
-        await self.driver.drive(row.id, Enable())
+
+        async def assign() -> None:  # only once the pipeline took the enable
+            for pid in properties:
+                await records.assign_property(self.db, key, pid)
+
+        await self.driver.drive(row.id, Enable(), accepted=assign)
         self.workers.refresh_token(key)
         records.audit(
             self.db, operator, "plugin.enabled", plugin=key, detail={"properties": properties}
@@ -296,28 +314,55 @@ class Installs:
         records.audit(self.db, operator, "plugin.release_requested", plugin=key)
 
     async def run_tests(self, key: str, operator: str) -> str:
-        """Run the full suite on the active installed copy in the background; returns the run id."""
+        """Run the full suite on the active installed copy in the background; returns the run id.
+
+        One run per plugin at a time (a release's or a probation attempt's counts too); runs
+        beyond the server-wide bound wait with status `queued`."""
         row = shown_install(self._rows(key))
         if not row.active:
             raise Conflict(f"{key!r} has no installed version to test yet")
+        under_way = self.steps.suite_under_way(key)
+        if under_way is not None:
+            raise Conflict(
+                f"test run {under_way} of {key!r} is still under way; wait for it to finish",
+                {"plugin": key, "run_id": under_way},
+            )
         run_id = uuid.uuid4().hex
-        await records.start_test_run(self.db, run_id, key, row.version)
-        self.driver.spawn(self._background_tests, row, run_id)
+        self.steps.claim(key, run_id)  # before the first await: a second request sees it
+        try:
+            await records.start_test_run(self.db, run_id, key, row.version)
+        except BaseException:
+            self.steps.unclaim(run_id)
+            raise
+        scope = trio.CancelScope()
+        self._tests[key] = scope
+        self.driver.spawn(self._background_tests, row, run_id, scope, key=key)
         records.audit(
             self.db, operator, "plugin.tests_requested", plugin=key, detail={"run_id": run_id}
         )
         return run_id
 
-    async def _background_tests(self, row: records.InstallRow, run_id: str) -> None:
+    async def _background_tests(
+        self, row: records.InstallRow, run_id: str, scope: trio.CancelScope
+    ) -> None:
+        key = row.plugin_key
         try:
-            await self.steps.full_suite(row, self.layout.tree(row.plugin_key, row.id), run_id)
+            with scope:
+                await self.steps.full_suite(row, self.layout.tree(key, row.id), run_id)
         except Exception:
-            log.exception("test run %s of %s failed", run_id, row.plugin_key)
+            log.exception("test run %s of %s failed", run_id, key)
+        finally:
+            self.steps.unclaim(run_id)  # also when cancelled before full_suite began
+            if self._tests.get(key) is scope:
+                del self._tests[key]
 
     async def uninstall(self, key: str, operator: str) -> None:
-        rows = self._rows(key)
         async with self.driver.lock(key):
+            rows = self._rows(key)  # inside the lock: an upload that got in first is included
             self.driver.forget(rows)  # steps under way and pending probation end here
+            tests = self._tests.pop(key, None)
+            if tests is not None:
+                tests.cancel()
             self.supervisor.tokens.revoke(key)
             await self.workers.remove(key, "plugin uninstalled")
             await records.delete_plugin(self.db, key)
@@ -420,7 +465,8 @@ class Installs:
 
     def _on_actor_event(self, event: ActorEvent) -> None:
         if isinstance(event, Quarantined) and self._nursery is not None:
-            self._nursery.start_soon(self._quarantined, event)
+            # guarded: a failure is logged and recorded, never raised into the server
+            self.driver.spawn(self._quarantined, event, key=event.key)
 
     async def _quarantined(self, event: Quarantined) -> None:
         """The supervisor quarantined a worker: the pipeline (and the record) follow."""

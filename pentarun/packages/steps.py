@@ -4,14 +4,23 @@ Each step (validate, install, test, promote, verify) takes the job's row and ret
 that ends it (`StepDone`, `StepFailed`, `Validated`); a step raises only `InstallError` (its
 message is the operator-facing reason) or a bug. Packages are inspected against this server:
 its archive limits, the trust store as it is on disk right now (re-read when it changed, off
-the trio thread) and the dependencies of the installed plugins. Test runs are stored
+the trio thread) and the dependencies of the installed plugins.
+
+A package is inspected where something may have changed since: at upload, at validate (the
+trust store) and at install (which needs its files, perhaps long after an approval). The test
+suites and the self-test of `verify` use the manifest on the row and the test plan stored in
+the job at upload; `verify` checks the installed tree against plugin.id's hashes.
+
+Full suites are bounded server-wide (`install.max_concurrent_suites` at once, the others
+wait with status `queued`) and known while under way (`suite_under_way(key)`). Test runs are stored
 (`plugin_test_runs`) whatever their outcome, an interrupted one as failed.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +39,11 @@ from .approval import approval_for
 from .archive import ArchiveLimits
 from .gates import Report, run_gates
 from .installer import InstallError, Layout
+from .manifest import Manifest
 from .package import InspectContext, Package, inspect_package
 from .pipeline import Event, Job, StepDone, StepFailed, Validated
 from .problems import Problem
+from .testplan import TestPlan
 
 # run_gates(spec, manifest, plan, supervisor_config, *, burst=, progress=, only=) -> Report
 GateRunner = Callable[..., Awaitable[Report]]
@@ -89,6 +100,19 @@ class Steps:
         self.layout = layout
         self.reader = reader
         self.gates = gates
+        self.suites = trio.CapacityLimiter(config.install.max_concurrent_suites)
+        self._under_way: dict[str, str] = {}  # run id -> plugin key, queued or running
+
+    def suite_under_way(self, key: str) -> str | None:
+        """The id of a full suite of `key` that is queued or running, if any."""
+        return next((run for run, k in self._under_way.items() if k == key), None)
+
+    def claim(self, key: str, run_id: str) -> None:
+        """Count `run_id` as under way from now (before its first await: no two slip by)."""
+        self._under_way[run_id] = key
+
+    def unclaim(self, run_id: str) -> None:
+        self._under_way.pop(run_id, None)
 
     async def run(self, name: str, row: records.InstallRow) -> Event:
         match name:
@@ -140,37 +164,71 @@ class Steps:
         in_place = msgspec.convert(row.job, Job).in_place
         tree = self.layout.tree(key, row.id) if in_place else self.layout.staging(row.id)
         run_id = uuid.uuid4().hex
-        await records.start_test_run(self.db, run_id, key, row.version)
-        await records.set_install_test_run(self.db, row.id, run_id)
+        self.claim(key, run_id)
+        try:
+            await records.start_test_run(self.db, run_id, key, row.version)
+            await records.set_install_test_run(self.db, row.id, run_id)
+        except BaseException:
+            self.unclaim(run_id)
+            raise
         report = await self.full_suite(row, tree, run_id)
         if report.ok:
             return StepDone()
         return StepFailed("test gates failed: " + " | ".join(report.failures()))
 
+    async def plan(self, row: records.InstallRow) -> tuple[Manifest, TestPlan]:
+        """The manifest and test plan stored at upload (older jobs: read from the package)."""
+        plan = msgspec.convert(row.job, Job).test_plan
+        if plan is None:
+            plan = (await self.package(row)).test_plan
+        return row.manifest, plan
+
     async def full_suite(self, row: records.InstallRow, tree: Path, run_id: str) -> Report:
-        """Run every gate on `tree` and store the report under `run_id` (started already)."""
-        package = await self.package(row)
+        """Run every gate on `tree` and store the report under `run_id` (started already).
+
+        Waits (status `queued`) while `install.max_concurrent_suites` others run."""
+        self.claim(row.plugin_key, run_id)
         try:
-            report = await self.gates(
-                installer.worker_spec(
-                    row.plugin_key, tree, package.manifest.resources.memory_limit
-                ),
-                package.manifest,
-                package.test_plan,
-                self.config.supervisor,
-                burst=self.config.install.load_burst,
-            )
+            manifest, plan = await self.plan(row)
+            async with self._slot(run_id):
+                report = await self.gates(
+                    installer.worker_spec(row.plugin_key, tree, manifest.resources.memory_limit),
+                    manifest,
+                    plan,
+                    self.config.supervisor,
+                    burst=self.config.install.load_burst,
+                )
         except BaseException:
             with trio.CancelScope(shield=True):
                 await records.finish_test_run(
                     self.db, run_id, "failed", {"ok": False, "error": "the run was interrupted"}
                 )
             raise
+        finally:
+            self.unclaim(run_id)
         report_json: dict[str, Any] = msgspec.to_builtins(report)
         await records.finish_test_run(
             self.db, run_id, "passed" if report.ok else "failed", report_json
         )
         return report
+
+    @asynccontextmanager
+    async def _slot(self, run_id: str) -> AsyncIterator[None]:
+        """One of the `install.max_concurrent_suites` places; the run is `queued` until then."""
+        try:
+            self.suites.acquire_on_behalf_of_nowait(run_id)
+        except trio.WouldBlock:
+            await records.set_test_run_status(self.db, run_id, "queued")
+            await self.suites.acquire_on_behalf_of(run_id)
+            try:
+                await records.set_test_run_status(self.db, run_id, "running")
+            except BaseException:
+                self.suites.release_on_behalf_of(run_id)
+                raise
+        try:
+            yield
+        finally:
+            self.suites.release_on_behalf_of(run_id)
 
     async def promote(self, row: records.InstallRow) -> Event:
         staging, tree = self.layout.staging(row.id), self.layout.tree(row.plugin_key, row.id)
@@ -185,11 +243,11 @@ class Steps:
                 "the installed tree differs from plugin.id: "
                 + "; ".join(f"{p.code} {p.path}" for p in problems)
             )
-        package = await self.package(row)
+        manifest, plan = await self.plan(row)
         report = await self.gates(
-            installer.worker_spec(row.plugin_key, tree, package.manifest.resources.memory_limit),
-            package.manifest,
-            package.test_plan,
+            installer.worker_spec(row.plugin_key, tree, manifest.resources.memory_limit),
+            manifest,
+            plan,
             self.config.supervisor,
             only=("self",),
         )
@@ -198,3 +256,7 @@ class Steps:
                 "self-test of the installed copy failed: " + " | ".join(report.failures())
             )
         return StepDone()
+
+
+# The status of a test run while it waits for a place, and after a restart. These belong with
+# the other test-run queries in store/records/installs.py (kept here to stay in this change).

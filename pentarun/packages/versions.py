@@ -17,10 +17,10 @@ from typing import Any
 SEMVER = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?\Z"
 )
-PARTIAL = re.compile(r"^(0|[1-9]\d*)(?:\.(0|[1-9]\d*))?(?:\.(0|[1-9]\d*))?$")
-COMPARATOR = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
+PARTIAL = re.compile(r"^(0|[1-9]\d*)(?:\.(0|[1-9]\d*))?(?:\.(0|[1-9]\d*))?\Z")
+COMPARATOR = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*\Z")
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
@@ -53,7 +53,7 @@ class Version:
 
 
 def parse_version(text: str) -> Version:
-    match = SEMVER.match(text) if isinstance(text, str) else None
+    match = SEMVER.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise VersionError(f"{text!r} is not a semantic version (MAJOR.MINOR.PATCH)")
     major, minor, patch, pre, _build = match.groups()
@@ -62,9 +62,9 @@ def parse_version(text: str) -> Version:
 
 
 def _parse_bound(text: str) -> Version:
-    if SEMVER.match(text):
+    if SEMVER.fullmatch(text):
         return parse_version(text)
-    match = PARTIAL.match(text)
+    match = PARTIAL.fullmatch(text)
     if match is None:
         raise VersionError(f"{text!r} is not a version")
     major, minor, patch = (int(part or 0) for part in match.groups())
@@ -85,7 +85,7 @@ def parse_range(text: str) -> VersionRange:
         raise VersionError("a version range must be a non-empty string such as '>=1.2,<2'")
     comparators = []
     for part in text.split(","):
-        match = COMPARATOR.match(part)
+        match = COMPARATOR.fullmatch(part)
         if match is None:
             raise VersionError(
                 f"{part.strip()!r} is not a comparator (>=, >, <=, <, ==, != VERSION)"

@@ -33,9 +33,9 @@ import jwt
 import msgspec
 
 from ..errors import BadRequest, Forbidden, TokenInvalid
+from .limits import MAX_STREAM_TTL_S
 
 ALGORITHM = "HS256"
-MAX_TTL_S = 24 * 3600
 CALLER_TTL_S = 120
 CALLER_VERSION = "c1"
 _CALLER_DOMAIN = b"pentarun/listener-caller/v1\x00"
@@ -102,8 +102,8 @@ class StreamTokens:
     ) -> IssuedToken:
         """A token for one stream, bound to the key `key_id` (it dies with that key)."""
         ttl = self.default_ttl_s if ttl_s is None else ttl_s
-        if not 0 < ttl <= MAX_TTL_S:
-            raise BadRequest(f"ttl_s must be between 1 and {MAX_TTL_S}")
+        if not 0 < ttl <= MAX_STREAM_TTL_S:
+            raise BadRequest(f"ttl_s must be between 1 and {MAX_STREAM_TTL_S}")
         if not _KEY_ID.fullmatch(key_id):
             raise BadRequest("a stream token needs the id of the key that mints it")
         issued = time.time() if now is None else now

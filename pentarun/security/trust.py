@@ -28,7 +28,8 @@ from .signing import load_public_key
 
 log = logging.getLogger(__name__)
 
-KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# \Z, not $: `$` also matches before a final "\n" (a file name the DELETE route never reaches)
+KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 SUFFIX = ".pub"
 
 # Ed25519 (RFC 8032 §5.1.3): a public key is a point of the curve, encoded in 32 bytes
@@ -144,7 +145,7 @@ class TrustStore:
 
     def add(self, key_id: str, public_key: str) -> TrustedKey:
         """Trust `public_key` under `key_id`; the same key again is a no-op, another is 409."""
-        if not KEY_ID.match(key_id):
+        if not KEY_ID.fullmatch(key_id):
             raise BadRequest(
                 f"key_id must match {KEY_ID.pattern}", {"field": "key_id", "key_id": key_id[:200]}
             )
@@ -173,7 +174,7 @@ class TrustStore:
 
     def remove(self, key_id: str) -> None:
         """Stop trusting `key_id`: NotFound when it is not trusted."""
-        if not KEY_ID.match(key_id) or key_id not in self.keys():
+        if not KEY_ID.fullmatch(key_id) or key_id not in self.keys():
             raise NotFound(f"no trusted key {key_id[:200]!r}", {"key_id": key_id[:200]})
         (self.directory / f"{key_id}{SUFFIX}").unlink(missing_ok=True)
         self.refresh()

@@ -14,6 +14,7 @@ flight, is retried once on the next worker if it is idempotent.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -100,13 +101,15 @@ class WorkerActor:
         self._generations = 0
         self._calls_open = 0
         self._startup_s = STARTUP_ESTIMATE_S
+        # unbounded, as every producer is: operators, one exit and one handshake per process,
+        # timers, health checks per interval, ERROR records within log_records_per_s
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[policy.Event, int | None]](
-            1024
+            math.inf
         )
+        self.failed = False  # the actor itself broke: its inbox is no longer read
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._rand = random.Random()
-        self._inbox_overflowed = False
         health = manifest.health_check
         self._health_interval_s = health.interval_s or config.health_interval_s
         self._health_timeout_s = health.timeout_s or config.health_timeout_s
@@ -119,8 +122,9 @@ class WorkerActor:
 
     @property
     def pid(self) -> int | None:
-        """The worker's pid from the moment its process exists."""
-        return self._gen.pid if self._gen is not None else None
+        """The worker's pid from the moment its process exists until it has been reaped."""
+        gen = self._gen
+        return gen.pid if gen is not None and not gen.ended.is_set() else None
 
     @property
     def hello(self) -> Hello | None:
@@ -295,7 +299,9 @@ class WorkerActor:
             self._gen.send(ConfigUpdate(config))
 
     def refresh_token(self) -> None:
-        """Re-issue the worker's token now (e.g. its property assignments changed)."""
+        """Its property assignments changed: revoke every token it holds (an old one still
+        names a property it lost) and send it a new one."""
+        self.hooks.revoke_tokens()
         if self._gen is not None:
             self._gen.send(self._token_refresh())
 
@@ -323,12 +329,7 @@ class WorkerActor:
                 self._apply(event)
 
     def _post(self, event: policy.Event, generation: int | None = None) -> None:
-        try:
-            self._inbox_send.send_nowait((event, generation))
-        except trio.WouldBlock:
-            if not self._inbox_overflowed:
-                self._inbox_overflowed = True
-                log.warning("plugin %s: inbox full, dropping %s", self.key, type(event).__name__)
+        self._inbox_send.send_nowait((event, generation))
 
     def _apply(self, event: policy.Event) -> None:
         before = self.state
@@ -374,7 +375,9 @@ class WorkerActor:
         self._emit(Quarantined(self.key, rule, reason, self.evidence(), probation))
 
     def fail(self, reason: str) -> None:
-        """The actor itself broke (a bug): fail closed, as a quarantine that needs a release."""
+        """The actor itself broke (a bug): fail closed, as a quarantine that needs a release
+        (the supervisor gives a failed actor's plugin a new actor when it is started again)."""
+        self.failed = True
         self.state = msgspec.structs.replace(
             self.state, phase=Phase.QUARANTINED, reason=reason, rule="internal_error"
         )

@@ -3,7 +3,10 @@
 A generation owns its process, its channel, its calls in flight and its streams. It reports
 what happens (ready, exit, protocol violation, health, resource limits) to its actor as policy
 events tagged with its number, so a late exit of a killed process never confuses a newer run.
-Calls in flight fail with `WorkerCrashed` the moment the channel or the process ends.
+Calls in flight fail with `WorkerCrashed` the moment the channel (either direction) or the
+process ends; a worker whose channel ended is killed if it does not exit on its own within
+`EXIT_GRACE_S`. What a worker sends is bounded before it is kept: log lines and logger names
+to MAX_LINE characters, health details to MAX_HEALTH_DETAIL bytes.
 """
 
 from __future__ import annotations
@@ -16,10 +19,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
 import trio
 
 from ..config import SupervisorConfig
-from ..errors import CallTimeout, PentarunError, ProtocolError, RemoteError, WorkerCrashed
+from ..errors import (
+    CallTimeout,
+    PayloadTooLarge,
+    PentarunError,
+    ProtocolError,
+    RemoteError,
+    WorkerCrashed,
+)
 from ..ipc.channel import Channel, ChannelClosed
 from ..ipc.messages import (
     PROTOCOL_VERSION,
@@ -51,8 +62,8 @@ from ..ipc.messages import (
 from ..ipc.messages import Ready as ReadyMessage
 from . import policy
 from .events import ActorEvent, CallRefused, HealthChecked, HealthResult, Spawned
+from .process import MAX_LINE, WorkerSpec, kill_now, read_lines, spawn, terminate
 from .process import Spawned as SpawnedProcess
-from .process import WorkerSpec, kill_now, read_lines, spawn, terminate
 from .stats import process_usage
 from .streams import StreamReply
 from .telemetry import Telemetry
@@ -61,6 +72,9 @@ log = logging.getLogger(__name__)
 
 EVENT_BACKLOG = 100  # events a worker may have unacknowledged before new ones are dropped
 SUPERVISOR_LOGGER = "pentarun.supervisor"
+EXIT_GRACE_S = 1.0  # a worker whose channel ended gets this long to exit before SIGKILL
+MAX_HEALTH_DETAIL = 4096  # bytes of a health report's detail kept (as msgpack)
+MAX_REFUSED_TEXT = 200  # characters of a worker's call name or property kept in an audit row
 
 Answer = Reply | HttpReply | StreamReply | Failure | HealthReport
 
@@ -124,7 +138,18 @@ class Generation:
     @property
     def serving(self) -> bool:
         """Ready, and neither its channel nor its process has ended."""
-        return self.ready and not self.gone
+        channel = self.channel
+        return self.ready and not self.gone and channel is not None and not channel.closed
+
+    def _send(self, message: Any) -> bool:
+        """Send unless the channel is over; never raises (an oversized frame is logged)."""
+        if self.channel is None:
+            return False
+        try:
+            return self.channel.send_if_open(message)
+        except ProtocolError as exc:
+            self._log("ERROR", f"could not send {type(message).__name__}: {exc}")
+            return False
 
     def fail_pending(self, error: PentarunError) -> None:
         self.gone = True
@@ -142,7 +167,8 @@ class Generation:
         self, handler: str, property_id: str, params: CallParams, timeout_s: float
     ) -> Reply | HttpReply | StreamReply:
         channel = self.channel
-        if channel is None or self.gone:
+        if channel is None or self.gone or channel.closed:
+            self.gone = True
             raise WorkerCrashed(f"plugin {self.links.key!r} worker has gone", {"delivered": False})
         call_id = next(self._ids)
         slot = self.pending[call_id] = _Pending()
@@ -152,14 +178,21 @@ class Generation:
             channel.send(call_message(call_id, handler, property_id, params, deadline_ms))
         except ChannelClosed:
             self.pending.pop(call_id, None)
+            self.gone = True
             raise WorkerCrashed(
                 f"plugin {self.links.key!r} worker channel is closed", {"delivered": False}
+            ) from None
+        except ProtocolError:  # our own frame: the call's parameters are too large to send
+            self.pending.pop(call_id, None)
+            raise PayloadTooLarge(
+                "the call's parameters exceed the IPC frame limit",
+                {"max_frame_bytes": self.links.config.max_frame_bytes},
             ) from None
         with trio.move_on_after(timeout_s):
             await slot.done.wait()
         if not slot.done.is_set():
             self.pending.pop(call_id, None)
-            channel.send_if_open(Cancel(call_id))
+            self._send(Cancel(call_id))
             raise CallTimeout(
                 f"plugin {self.links.key!r} did not answer {handler!r} in {timeout_s:g} s"
             )
@@ -176,7 +209,7 @@ class Generation:
         call_id = next(self._ids)
         slot = self.pending[call_id] = _Pending()
         started = trio.current_time()
-        if self.channel is not None and self.channel.send_if_open(HealthProbe(call_id)):
+        if self._send(HealthProbe(call_id)):
             with trio.move_on_after(timeout):
                 await slot.done.wait()
         self.pending.pop(call_id, None)
@@ -193,7 +226,7 @@ class Generation:
             ok=ok,
             at=time.time(),
             latency_ms=(trio.current_time() - started) * 1000,
-            detail=dict(report.detail) if isinstance(report, HealthReport) else {},
+            detail=_bounded(report.detail) if isinstance(report, HealthReport) else {},
             error=error,
         )
 
@@ -206,16 +239,15 @@ class Generation:
         if len(self.events_in_flight) >= EVENT_BACKLOG:
             return "backlog"
         event_id = next(self._ids)
+        if not self._send(PlatformEvent(event_id, event_type, property_id, data, time.time())):
+            return "closed"
         self.events_in_flight.add(event_id)
-        sent = self.channel.send_if_open(
-            PlatformEvent(event_id, event_type, property_id, data, time.time())
-        )
-        return "sent" if sent else "closed"
+        return "sent"
 
     def send(self, message: ConfigUpdate | TokenRefresh) -> None:
         """Push to a worker that completed its hello (new workers get it in Welcome)."""
-        if self.channel is not None and self.hello is not None:
-            self.channel.send_if_open(message)
+        if self.hello is not None:
+            self._send(message)
 
     def kill(self) -> None:
         if self.spawned is not None:
@@ -231,8 +263,7 @@ class Generation:
             return
 
         def request_stop() -> None:
-            if self.channel is not None:
-                self.channel.send_if_open(Stop("stop requested by supervisor"))
+            self._send(Stop("stop requested by supervisor"))
 
         await terminate(spawned.process, request_stop, self.links.config.stop_timeout_s)
 
@@ -286,7 +317,7 @@ class Generation:
         self._post(exited)
 
     async def _read_channel(self, done: trio.Event) -> None:
-        assert self.channel is not None
+        assert self.channel is not None and self._nursery is not None
         try:
             await self.channel.run(self._on_message)
         except* ProtocolError as group:
@@ -296,6 +327,16 @@ class Generation:
         finally:
             self.fail_pending(WorkerCrashed(f"plugin {self.links.key!r} worker channel closed"))
             done.set()
+        self._nursery.start_soon(self._reap_after_channel)
+
+    async def _reap_after_channel(self) -> None:
+        """A worker without a channel is of no use: it exits now, or it is killed."""
+        assert self.spawned is not None
+        with trio.move_on_after(EXIT_GRACE_S):
+            await self.spawned.process.wait()
+            return
+        self._log("ERROR", f"the channel ended and the worker did not exit in {EXIT_GRACE_S:g} s")
+        kill_now(self.spawned.process)
 
     async def _read_output(self, done: trio.Event) -> None:
         assert self.spawned is not None
@@ -381,21 +422,24 @@ class Generation:
                 self._post(policy.Ready())
 
     def _on_log(self, record: Log) -> None:
+        if not self.links.telemetry.admit_record(trio.current_time()):
+            return  # over log_records_per_s: counted, reported once a second
         # records a plugin emits while serving a call are the caller's doing: they do not feed
         # the error-storm rule (an outside client must not be able to quarantine a plugin)
         if record.level >= logging.ERROR and not record.in_call:
             self._post(policy.ErrorLogged())
-        if self.links.telemetry.admit_record(trio.current_time()):
-            self.links.telemetry.add_log(
-                logging.getLevelName(record.level), record.logger, record.message
-            )
+        self.links.telemetry.add_log(
+            logging.getLevelName(record.level)[:MAX_LINE],
+            record.logger[:MAX_LINE],
+            record.message[:MAX_LINE],
+        )
 
     def _on_stream_start(self, start: StreamStart) -> None:
         slot = self.pending.pop(start.id, None)
         channel = self.channel
         assert channel is not None
         if slot is None:  # the caller gave up before the stream began
-            channel.send_if_open(Cancel(start.id))
+            self._send(Cancel(start.id))
             return
         sink, source = trio.open_memory_channel[bytes | StreamEnd](STREAM_CREDIT + 1)
         self.streams[start.id] = sink
@@ -403,7 +447,7 @@ class Generation:
         def send(message: object) -> bool:
             if isinstance(message, Cancel):
                 self.streams.pop(start.id, None)
-            return channel.send_if_open(message)
+            return self._send(message)
 
         slot.result = StreamReply(start, source, send)
         slot.done.set()
@@ -416,18 +460,16 @@ class Generation:
                 f"worker speaks protocol {hello.protocol}, the core speaks {PROTOCOL_VERSION}"
             )
         self.hello = hello
-        assert self.channel is not None
-        self.channel.send(self.links.welcome())
+        self._send(self.links.welcome())
 
     def _on_core_call(self, call: CoreCall) -> None:
         assert self._nursery is not None and self.channel is not None
         limit = self.links.config.max_in_flight
         if self.core_calls >= limit:
             message = f"too many core calls in flight (limit {limit})"
-            self.channel.send(CoreFailure(call.id, "busy", message, 429))
-            self.links.emit(
-                CallRefused(self.links.key, "core_call", call.name, call.property, "busy", message)
-            )
+            self._send(CoreFailure(call.id, "busy", message, 429))
+            name, prop = call.name[:MAX_REFUSED_TEXT], call.property[:MAX_REFUSED_TEXT]
+            self.links.emit(CallRefused(self.links.key, "core_call", name, prop, "busy", message))
             return
         self.core_calls += 1
         self._nursery.start_soon(self._serve_core_call, call)
@@ -448,4 +490,12 @@ class Generation:
             reply = CoreFailure(call.id, "internal_error", f"{type(exc).__name__}", 500)
         finally:
             self.core_calls -= 1
-        self.channel.send_if_open(reply)
+        if not self._send(reply) and isinstance(reply, CoreResult):
+            too_large = "the core's answer exceeds the IPC frame limit"
+            self._send(CoreFailure(call.id, "too_large", too_large, 413))
+
+
+def _bounded(detail: dict[str, Any]) -> dict[str, Any]:
+    """A health report's detail, or a note of its size when it is too large to keep."""
+    size = len(msgspec.msgpack.encode(detail))
+    return detail if size <= MAX_HEALTH_DETAIL else {"truncated": True, "bytes": size}

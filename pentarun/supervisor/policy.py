@@ -58,6 +58,7 @@ class State(msgspec.Struct, frozen=True):
     reason: str = ""
     rule: str = ""
     proven: bool = False  # passed a health check since its last start or release
+    start_pending: bool = False  # started again while stopping: spawn once the old one exits
 
 
 # --- events: what happened ------------------------------------------------------------------
@@ -185,8 +186,9 @@ class Policy:
         phase = state.phase
         match event:
             case Start() if phase in (Phase.IDLE, Phase.STOPPED) and not state.process_alive:
-                fresh = msgspec.structs.replace(state, health_failures=0, attempt=0, proven=False)
-                return self._spawn(fresh, "started", restart=False)
+                return self._spawn(self._fresh(state), "started", restart=False)
+            case Start() if phase is Phase.STOPPING:
+                return msgspec.structs.replace(state, start_pending=True), []
             case Ready() if phase is Phase.STARTING:
                 # health_failures survive a health restart: 3 -> restart ... 9 -> quarantine.
                 return self._to(state, Phase.RUNNING, "handshake complete", running_since=now)
@@ -227,6 +229,8 @@ class Policy:
                 if state.next_retry_at is not None and now < state.next_retry_at:
                     return state, []
                 return self._spawn(state, "retry after backoff", restart=True)
+            case StopRequested() if phase is Phase.STOPPING:
+                return msgspec.structs.replace(state, start_pending=False), []
             case StopRequested() if phase not in (Phase.QUARANTINED, Phase.STOPPED, Phase.IDLE):
                 if state.process_alive:
                     new, cmds = self._to(state, Phase.STOPPING, event.reason, next_retry_at=None)
@@ -248,6 +252,13 @@ class Policy:
         return state, []
 
     # --- helpers ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _fresh(state: State) -> State:
+        """A start by an operator: a clean slate for health, backoff and probation."""
+        return msgspec.structs.replace(
+            state, health_failures=0, attempt=0, proven=False, start_pending=False
+        )
 
     def _to(
         self, state: State, phase: Phase, reason: str, *, force: bool = False, **changes: object
@@ -277,6 +288,8 @@ class Policy:
                 return self._crash(state, now, rand, describe_exit(event), kill=None)
             case Phase.RESTARTING:
                 return self._spawn(state, state.reason, restart=True)
+            case Phase.STOPPING if state.start_pending:
+                return self._spawn(self._fresh(state), "started", restart=False)
             case Phase.STOPPING:
                 return self._to(state, Phase.STOPPED, state.reason)
             case Phase.BACKOFF if state.next_retry_at is not None and now >= state.next_retry_at:
@@ -345,6 +358,7 @@ class Policy:
             rule=rule.value,
             next_retry_at=None,
             running_since=None,
+            start_pending=False,
         )
         kills: list[Command] = [Kill(graceful=False)] if kill and state.process_alive else []
         return new, [*kills, *cmds, EnterQuarantine(rule.value, reason, probation)]

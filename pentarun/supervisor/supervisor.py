@@ -2,9 +2,10 @@
 
 Each actor runs under the supervisor's nursery; an actor's failure is contained to its own
 plugin (logged and quarantined as `internal_error`), never propagated to other plugins or the
-gateway. What actors report (typed events, see events.py) is stored here — lifecycle events,
-health checks, audit rows — and then handed to the observers (the install service, which is
-the one writer of a plugin's state).
+gateway; starting the plugin again (`replace`) gives it a new actor. What actors report
+(typed events, see events.py) is stored here — lifecycle events, health checks, audit rows —
+and then handed to the observers (the install service, which is the one writer of a plugin's
+state).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import msgspec
 import trio
 
 from ..config import SupervisorConfig
+from ..errors import leaf
 from ..ipc.messages import CoreCall
 from ..packages.manifest import Manifest
 from ..security.tokens import PluginTokens
@@ -45,13 +47,6 @@ class CoreCalls(Protocol):
     """The core's side of `ctx.core.call` (pentarun.lanes.core.CoreApi)."""
 
     async def handle(self, plugin_key: str, call: CoreCall) -> Any: ...
-
-
-def _leaf(exc: BaseException) -> str:
-    """The first real exception inside nested exception groups, as `Type: message`."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return f"{type(exc).__name__}: {exc}"
 
 
 class _Reporting:
@@ -106,7 +101,12 @@ class Supervisor:
     async def replace(self, spec: WorkerSpec, manifest: Manifest) -> WorkerActor:
         """The plugin's actor for this spec: kept if it already runs this tree, else new."""
         current = self.directory.get(spec.key)
-        if current is not None and current.spec == spec and current.manifest == manifest:
+        if (
+            current is not None
+            and not current.failed
+            and current.spec == spec
+            and current.manifest == manifest
+        ):
             return current
         await self.remove(spec.key)
         return await self.add(spec, manifest)
@@ -133,7 +133,7 @@ class Supervisor:
                 await actor.run(task_status=_Reporting(task_status, scope))
             except Exception as exc:
                 log.exception("actor of plugin %s failed", actor.key)
-                actor.fail(f"internal actor error: {_leaf(exc)}")
+                actor.fail(f"internal actor error: {leaf(exc)}")
 
     async def stop_all(self, grace_s: float, reason: str = "server shutting down") -> None:
         """Graceful stop of every worker, bounded by `grace_s`; the caller cancels the rest."""

@@ -44,6 +44,11 @@ BROKEN_ECHO = WORKER.replace(
 )
 
 
+async def full_run(client, run, key="demo"):
+    """A test run with its whole report (the list shows summaries)."""
+    return (await client.get(f"/api/plugins/{key}/tests/{run['id']}")).json()
+
+
 async def setup_property(client, pid="p1"):
     assert (await client.post("/api/properties", json={"id": pid, "name": pid})).status_code == 201
 
@@ -84,9 +89,9 @@ async def test_upload_verify_enable_call(server):
         }
         runs = (await client.get("/api/plugins/demo/tests")).json()["runs"]
         assert runs[0]["status"] == "passed"
-        gates = [g["gate"] for g in runs[0]["report"]["gates"]]
+        run = await full_run(client, runs[0])
+        gates = [g["gate"] for g in run["report"]["gates"]]
         assert gates == ["self", "integration", "security", "load", "recovery"]
-        run = (await client.get(f"/api/plugins/demo/tests/{runs[0]['id']}")).json()
         assert run["report"]["gates"][3]["stats"]["calls"] == 50
         states = [
             e["state"]
@@ -224,7 +229,9 @@ async def test_a_failing_gate_rejects_with_the_report(server):
         detail = await wait_state(client, "demo", "REJECTED", "VERIFIED")
         assert detail["state"] == "REJECTED"
         assert detail["reason"].startswith("test gates failed: security: must fail")
-        run = (await client.get("/api/plugins/demo/tests")).json()["runs"][0]
+        run = await full_run(
+            client, (await client.get("/api/plugins/demo/tests")).json()["runs"][0]
+        )
         assert run["status"] == "failed"
         security = next(g for g in run["report"]["gates"] if g["gate"] == "security")
         assert not security["ok"]
@@ -328,9 +335,10 @@ async def test_server_killed_during_testing_restarts_consistent(tmp_path):
             detail = await wait_state(client, "demo", "ENABLED", "REJECTED")
             assert detail["state"] == "ENABLED", detail["reason"]
             runs = (await client.get("/api/plugins/demo/tests")).json()["runs"]
+            interrupted = await full_run(client, runs[-1])
             assert (
-                runs[-1]["status"] == "failed"
-                and runs[-1]["report"]["error"] == "interrupted by a server restart"
+                interrupted["status"] == "failed"
+                and interrupted["report"]["error"] == "interrupted by a server restart"
             )
             assert runs[0]["status"] == "passed"
             await wait_worker(client, "demo")

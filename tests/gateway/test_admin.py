@@ -1,6 +1,8 @@
 """The admin app through quart's test client: auth, JSON errors, roles, the split routes."""
 
 import base64
+import hashlib
+import threading
 from contextlib import asynccontextmanager
 
 import msgspec
@@ -8,9 +10,11 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from pentarun import plugin_config
 from pentarun.assembly import assemble
 from pentarun.config import load_config
 from pentarun.gateway.app import Services, create_admin_app
+from pentarun.ipc.messages import HttpReply, Reply
 from pentarun.lanes.feed import Feed
 from pentarun.packages.manifest import Manifest, Security
 from pentarun.packages.service import Installs
@@ -454,3 +458,149 @@ async def test_ha_keys_take_an_optional_budget_and_list_in_pages(tmp_path):
             )
         ).get_json()
         assert [k["name"] for k in rest["keys"]] == ["busy"] and rest["next_after"] is None
+
+
+# --- audit rows hold digests, lists hold summaries ------------------------------------------
+
+
+async def test_a_configuration_change_is_audited_by_digest_size_and_keys_never_values(tmp_path):
+    async with admin(tmp_path) as (client, auth, services):
+        await installed(services, config_schema={"type": "object"})
+        first = {"password": "hunter2", "fps": 5}
+        assert (
+            await client.put("/api/plugins/demo/config", json=first, headers=auth)
+        ).status_code == 200
+        second = {"password": "hunter3", "fps": 5, "note": "n"}
+        assert (
+            await client.put("/api/plugins/demo/config", json=second, headers=auth)
+        ).status_code == 200
+        await services.db.flush()
+        rows = records.list_audit(services.db, type_="plugin.config_changed")
+        assert [r.detail["keys_changed"] for r in rows] == [
+            ["note", "password"],
+            ["fps", "password"],
+        ]
+        latest = rows[0].detail
+        canonical = msgspec.json.encode(second, order="sorted")
+        assert latest["sha256"] == hashlib.sha256(canonical).hexdigest()
+        assert latest["size_bytes"] == len(canonical) and latest["keys_changed_count"] == 2
+        assert b"hunter" not in msgspec.json.encode([r.detail for r in rows])
+
+
+def test_a_change_names_a_bounded_number_of_clipped_keys():
+    before = {"same": [1], "typed": 1}
+    after = {"same": [1], "typed": True, **{f"k{i:03d}" + "x" * 100: i for i in range(80)}}
+    detail = plugin_config.change_detail(before, after)
+    assert detail["keys_changed_count"] == 81  # 80 new, and 1 -> true is a change
+    assert len(detail["keys_changed"]) == plugin_config.MAX_KEYS_SHOWN
+    assert all(len(k) <= plugin_config.MAX_KEY_SHOWN for k in detail["keys_changed"])
+    assert plugin_config.change_detail(after, after)["keys_changed"] == []
+
+
+async def test_a_configuration_is_checked_off_the_trio_thread(tmp_path, monkeypatch):
+    checked_on: list[threading.Thread] = []
+    real_check = plugin_config.check
+
+    def check(*args):
+        checked_on.append(threading.current_thread())
+        return real_check(*args)
+
+    monkeypatch.setattr(plugin_config, "check", check)
+    async with admin(tmp_path) as (client, auth, services):
+        await installed(services, config_schema=CONFIG_SCHEMA)
+        assert (
+            await client.put("/api/plugins/demo/config", json={"fps": 5}, headers=auth)
+        ).status_code == 200
+        assert checked_on and threading.main_thread() not in checked_on
+
+
+REPORT = {
+    "ok": False,
+    "gates": [
+        {"gate": "self", "ok": True, "cases": [{"name": "starts", "ok": True}]},
+        {"gate": "load", "ok": False, "cases": [{"name": "burst", "ok": False}] * 50},
+    ],
+    "started_at": 1.0,
+    "finished_at": 2.0,
+}
+
+
+async def test_test_runs_list_summaries_and_one_run_has_its_report(tmp_path):
+    async with admin(tmp_path) as (client, auth, services):
+        await installed(services)
+        await records.start_test_run(services.db, "run1", "demo", "1.0.0")
+        await records.finish_test_run(services.db, "run1", "failed", REPORT)
+        await records.start_test_run(services.db, "run2", "demo", "1.0.0")
+        await records.finish_test_run(
+            services.db, "run2", "failed", {"ok": False, "error": "e" * 10_000}
+        )
+        listed = await (await client.get("/api/plugins/demo/tests", headers=auth)).get_json()
+        by_id = {run["id"]: run for run in listed["runs"]}
+        one = by_id["run1"]
+        assert set(one) == {"id", "version", "status", "started_at", "finished_at", "ok", "gates"}
+        assert one["gates"] == [{"gate": "self", "ok": True}, {"gate": "load", "ok": False}]
+        assert (one["status"], one["ok"], one["version"]) == ("failed", False, "1.0.0")
+        assert by_id["run2"]["gates"] == [] and len(by_id["run2"]["error"]) <= 2000
+        full = await (await client.get("/api/plugins/demo/tests/run1", headers=auth)).get_json()
+        assert full["report"] == REPORT
+
+
+async def test_a_trusted_key_id_must_match_whole(tmp_path):
+    async with admin(tmp_path) as (client, root, _):
+        for key_id in ("acme\n", "acme\nx", ".acme", "a" * 129):
+            body = {"key_id": key_id, "public_key": PUBLIC_KEY}
+            refused = await client.post("/api/trust/keys", json=body, headers=root)
+            assert refused.status_code == 400, key_id
+        assert (await (await client.get("/api/trust/keys", headers=root)).get_json()) == {
+            "keys": []
+        }
+
+
+# --- the call route: the actor decides retries, replies are checked -------------------------
+
+
+class CallActor:
+    def __init__(self, answer):
+        self.answer = answer
+        self.manifest = manifest("demo", idempotent=["h"])
+        self.calls: list[tuple[tuple, dict]] = []
+
+    async def call(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        return self.answer
+
+
+async def called(tmp_path, monkeypatch, answer):
+    async with admin(tmp_path) as (client, auth, services):
+        await client.post("/api/properties", json={"id": "p1", "name": "One"}, headers=auth)
+        await installed(services)
+        actor = CallActor(answer)
+        monkeypatch.setattr(services.supervisor.directory, "require", lambda key, state="": actor)
+        body = {"handler": "h", "property": "p1"}
+        response = await client.post("/api/plugins/demo/call", json=body, headers=auth)
+        return response, actor
+
+
+async def test_the_call_route_leaves_retries_to_the_actor(tmp_path, monkeypatch):
+    response, actor = await called(tmp_path, monkeypatch, Reply(0, {"n": 1}))
+    assert response.status_code == 200 and (await response.get_json()) == {"result": {"n": 1}}
+    [(args, kwargs)] = actor.calls
+    assert args == ("h", "p1", {}) and kwargs.get("idempotent", False) is False
+
+
+async def test_a_bad_raw_reply_is_a_502_on_the_call_route(tmp_path, monkeypatch):
+    response, _ = await called(tmp_path, monkeypatch, HttpReply(0, 99, b"x", "text/plain"))
+    assert response.status_code == 502
+    assert (await response.get_json())["error"]["code"] == "bad_plugin_reply"
+
+
+async def test_raw_reply_headers_http_cannot_carry_are_dropped_on_the_call_route(
+    tmp_path, monkeypatch
+):
+    headers = {"X-Split": "a\nb", "X-Euro": "€", "Content-Length": "99", "X-Ok": "yes"}
+    reply = HttpReply(0, 201, b"abc", "text/plain", headers)
+    response, _ = await called(tmp_path, monkeypatch, reply)
+    assert response.status_code == 201 and (await response.get_data()) == b"abc"
+    assert response.headers["X-Ok"] == "yes"
+    assert "X-Split" not in response.headers and "X-Euro" not in response.headers
+    assert response.headers.get("Content-Length") in (None, "3")

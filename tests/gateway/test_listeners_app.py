@@ -7,17 +7,21 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import trio
 
 from pentarun.config import ListenerConfig, load_config
 from pentarun.gateway.listener_app import ListenerSettings, create_listener_app
 from pentarun.gateway.ratelimit import Quota
 from pentarun.ipc.messages import (
     Call,
+    Cancel,
     CoreMessage,
     HttpReply,
     HttpRequest,
     RateLimitInfo,
     Reply,
+    StreamEnd,
+    StreamStart,
     call_message,
 )
 from pentarun.packages.manifest import Manifest
@@ -25,6 +29,9 @@ from pentarun.security import ha_keys
 from pentarun.security.stream_tokens import StreamTokens
 from pentarun.store import records
 from pentarun.store.db import open_database
+from pentarun.supervisor.streams import StreamReply
+
+from .test_replies import on_the_wire
 
 DEFINITION = Path(__file__).resolve().parents[2] / "plugins" / "homeassistant" / "definition.json"
 MANIFEST = msgspec.json.decode(DEFINITION.read_bytes(), type=Manifest)
@@ -37,6 +44,7 @@ class Answer:
     status: int
     headers: dict[str, str]
     body: bytes
+    raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     def json(self) -> dict:
         return json.loads(self.body)
@@ -48,6 +56,7 @@ class FakePlugin:
     def __init__(self, db) -> None:
         self.db = db
         self.calls: list[tuple[str, str, HttpRequest, bool]] = []
+        self.answer: HttpReply | StreamReply | None = None  # answer this to everything, if set
 
     def get(self, key: str) -> "FakePlugin":
         return self
@@ -55,6 +64,8 @@ class FakePlugin:
     async def call(self, handler, property_id, params, deadline_s=None, *, idempotent=False):
         assert isinstance(params, HttpRequest)
         self.calls.append((handler, property_id, params, idempotent))
+        if self.answer is not None:
+            return self.answer
         if handler == "ha.streams.token":
             issued = ha_keys.issue_stream_token(
                 self.db,
@@ -135,8 +146,9 @@ async def request(
     await app(scope, receive, send)
     start = sent[0]
     assert start["type"] == "http.response.start"
-    headers_out = {k.decode(): v.decode() for k, v in start["headers"]}
-    return Answer(start["status"], headers_out, b"".join(m.get("body", b"") for m in sent[1:]))
+    headers_out = {k.decode("latin-1"): v.decode("latin-1") for k, v in start["headers"]}
+    body_out = b"".join(m.get("body", b"") for m in sent[1:])
+    return Answer(start["status"], headers_out, body_out, list(start["headers"]))
 
 
 async def test_a_request_reaches_the_plugin_typed_and_scoped(site):
@@ -333,3 +345,118 @@ def test_a_listener_call_carries_its_request_typed_across_the_boundary():
         msgspec.msgpack.encode(call_message(8, "ha.info", "p1", {"x": 1}, 5000))
     )
     assert isinstance(plain, Call) and plain.http is None and plain.params == {"x": 1}
+
+
+# --- what the plugin answers is checked before the HTTP server sees it ----------------------
+
+
+def wire(answer: Answer) -> bytes:
+    """The answer through h11, as hypercorn sends it (names and values stripped first)."""
+    headers = [(k.strip(), v.strip()) for k, v in answer.raw_headers]
+    return on_the_wire(answer.status, headers, answer.body)
+
+
+@pytest.mark.parametrize("status", [99, 100, 199, 600, 1000])
+async def test_a_plugin_status_http_cannot_carry_is_a_502(site, status):
+    site.plugin.answer = HttpReply(0, status, b"x", "text/plain")
+    answer = await request(site.app(), "GET", f"{API}/cameras", key=site.keys["ha"])
+    assert answer.status == 502 and answer.json()["error"]["code"] == "bad_plugin_reply"
+    assert answer.headers["x-ratelimit-remaining"] == "599"  # still the listener's headers
+    wire(answer)
+
+
+async def test_plugin_headers_http_cannot_carry_are_dropped_never_a_crash(site):
+    site.plugin.answer = HttpReply(
+        0,
+        200,
+        b"abc",
+        "text/plain",
+        {
+            "Content-Length": "99",
+            "Transfer-Encoding": "chunked",
+            "Connection": "close",
+            "X-Euro": "€",
+            "X-Split": "a\r\nSet-Cookie: evil=1",
+            "Bad Name": "x",
+            "": "empty",
+            "X-RateLimit-Remaining": "1000000",
+            "X-Camera": "front",
+        },
+    )
+    answer = await request(site.app(), "GET", f"{API}/cameras", key=site.keys["ha"])
+    assert answer.status == 200 and answer.body == b"abc"
+    names = [k for k, _ in answer.raw_headers]
+    assert names.count(b"content-length") == 1 and names.count(b"x-ratelimit-remaining") == 1
+    assert (
+        answer.headers["x-ratelimit-remaining"] == "599" and answer.headers["x-camera"] == "front"
+    )
+    for gone in (b"transfer-encoding", b"connection", b"x-euro", b"x-split", b"bad name", b""):
+        assert gone not in names
+    sent = wire(answer)
+    assert b"evil" not in sent and sent.endswith(b"abc")
+
+
+async def test_a_204_from_a_plugin_goes_out_without_a_body(site):
+    site.plugin.answer = HttpReply(0, 204, b"ignored", "text/plain")
+    answer = await request(site.app(), "GET", f"{API}/cameras", key=site.keys["ha"])
+    assert answer.status == 204 and answer.body == b""
+    wire(answer)
+
+
+async def test_the_manifest_decides_which_listener_calls_may_run_twice(site):
+    declared = msgspec.structs.replace(MANIFEST, idempotent=["ha.streams.token"])
+    app = create_listener_app(
+        "homeassistant",
+        declared,
+        ListenerSettings.of(declared, None),
+        db=site.db,
+        actors=site.plugin,
+        streams=STREAMS,
+    )
+    await request(app, "POST", f"{API}/cameras/front/stream-token", key=site.keys["ha"])
+    await request(app, "GET", f"{API}/cameras", key=site.keys["ha"])
+    assert [(c[0], c[3]) for c in site.plugin.calls] == [
+        ("ha.streams.token", True),  # a POST, but the manifest lists its handler
+        ("ha.cameras.list", True),  # a GET route
+    ]
+
+
+async def test_a_path_with_a_trailing_newline_matches_no_route(site):
+    answer = await request(site.app(), "GET", f"{API}/cameras\n", key=site.keys["ha"])
+    assert answer.status == 404 and site.plugin.calls == []
+
+
+async def test_failed_attempts_count_for_the_whole_ipv6_64(site):
+    app = site.app(ListenerConfig(auth_failures=3))
+    for host in ("1", "2", "3"):
+        refused = await request(app, "GET", f"{API}/cameras", client=f"2001:db8:0:7::{host}")
+        assert refused.status == 401
+    rotated = await request(
+        app, "GET", f"{API}/cameras", key=site.keys["ha"], client="2001:db8:0:7:abcd::42"
+    )
+    assert rotated.status == 429 and site.plugin.calls == []
+    elsewhere = await request(
+        app, "GET", f"{API}/cameras", key=site.keys["ha"], client="2001:db8:0:8::1"
+    )
+    assert elsewhere.status == 200
+
+
+async def test_a_stream_the_plugin_starts_badly_is_a_502_and_is_stopped(site):
+    told: list[object] = []
+    for start in (StreamStart(7, status=1000), StreamStart(7, 200, "x\r\ny"), StreamStart(7, 204)):
+        send, receive = trio.open_memory_channel(4)
+        send.send_nowait(b"frame")
+        send.send_nowait(StreamEnd(7))
+        site.plugin.answer = StreamReply(start, receive, told.append)
+        path = f"{API}/cameras/front/mjpeg"
+        answer = await request(site.app(), "GET", path, key=site.keys["ha"])
+        assert answer.status == 502 and answer.json()["error"]["code"] == "bad_plugin_reply"
+        assert told.pop() == Cancel(7)  # the worker is told to stop at once
+    good = StreamStart(7, 200, "multipart/x-mixed-replace", {"Content-Length": "1", "X-A": "b"})
+    send, receive = trio.open_memory_channel(4)
+    send.send_nowait(b"frame")
+    send.send_nowait(StreamEnd(7))
+    site.plugin.answer = StreamReply(good, receive, told.append)
+    answer = await request(site.app(), "GET", f"{API}/cameras/front/mjpeg", key=site.keys["ha"])
+    assert answer.status == 200 and answer.body == b"frame" and answer.headers["x-a"] == "b"
+    assert b"content-length" not in [k for k, _ in answer.raw_headers]

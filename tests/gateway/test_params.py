@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from pentarun.errors import BadRequest, NotFound
 from pentarun.gateway import params
+from pentarun.lanes.calls import EVENT_TYPE_PATTERN
 from pentarun.packages.manifest import KEY
 
 
@@ -62,5 +63,5 @@ def test_text_filters_must_match_their_pattern():
 
 
 def test_struct_patterns_refuse_a_trailing_newline():
-    for pattern in (params.KEY_PATTERN, params.ID_PATTERN, params.EVENT_TYPE_PATTERN):
+    for pattern in (params.KEY_PATTERN, params.ID_PATTERN, EVENT_TYPE_PATTERN):
         assert re.search(pattern, "ab.cd\n") is None

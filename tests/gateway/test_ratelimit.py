@@ -1,8 +1,10 @@
+import ipaddress
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pentarun.gateway.ratelimit import FailureLimiter, Quota, RateLimiter
+from pentarun.gateway.ratelimit import FailureLimiter, Quota, RateLimiter, address_bucket
 
 Q3 = Quota(3, 60)
 
@@ -111,3 +113,53 @@ def test_failure_limiter_memory_stays_bounded(addresses, max_clients):
     for i, address in enumerate(addresses):
         limiter.failed(str(address), float(i) / 10)
         assert len(limiter) <= max_clients
+
+
+# --- whom failures count against -----------------------------------------------------------
+
+
+def test_an_ipv6_address_counts_with_its_whole_64():
+    assert address_bucket("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert address_bucket("2001:db8:1:2:ffff:ffff:ffff:ffff") == "2001:db8:1:2::/64"
+    assert address_bucket("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert address_bucket("fe80::1%eth0") == "fe80::/64"
+    assert address_bucket("::ffff:192.0.2.7") == "192.0.2.7"  # an IPv4 client on a v6 socket
+    assert address_bucket("192.0.2.7") == "192.0.2.7"
+    assert address_bucket("unknown") == "unknown"
+
+
+def test_rotating_ipv6_addresses_within_a_64_does_not_escape_the_limit():
+    limiter = FailureLimiter(3, 60)
+    for i in range(3):
+        limiter.failed(f"2001:db8:0:1::{i + 1:x}", float(i))
+    assert limiter.blocked("2001:db8:0:1:dead:beef:0:1", 5.0) is not None
+    assert limiter.status("2001:db8:0:1::99", 5.0).remaining == 0
+    assert limiter.blocked("2001:db8:0:2::1", 5.0) is None  # the next /64 is someone else
+    assert len(limiter) == 1
+
+
+@given(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
+def test_ipv6_failures_are_shared_within_a_64_and_only_there(prefix, host_a, host_b):
+    a = str(ipaddress.IPv6Address((prefix << 64) | host_a))
+    b = str(ipaddress.IPv6Address((prefix << 64) | host_b))
+    other = str(ipaddress.IPv6Address((((prefix + 1) % 2**64) << 64) | host_a))
+    limiter = FailureLimiter(1, 60)
+    limiter.failed(a, 0.0)
+    assert limiter.blocked(b, 1.0) is not None
+    assert limiter.blocked(other, 1.0) is None
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
+def test_ipv4_addresses_count_one_by_one(a, b):
+    limiter = FailureLimiter(1, 60)
+    limiter.failed(str(ipaddress.IPv4Address(a)), 0.0)
+    assert (limiter.blocked(str(ipaddress.IPv4Address(b)), 1.0) is not None) == (a == b)
+
+
+def test_when_full_the_first_started_window_goes_even_if_a_later_one_expired():
+    """The module docstring's eviction rule for windows of different lengths."""
+    limiter = RateLimiter(max_clients=2)
+    assert limiter.hit("long", 0.0, Quota(1, 1000)).allowed
+    assert limiter.hit("short", 1.0, Quota(1, 1)).allowed
+    limiter.hit("new", 10.0, Quota(1, 1000))  # "short" has expired, "long" started first
+    assert limiter.hit("long", 11.0, Quota(1, 1000)).allowed  # forgotten: a fresh budget

@@ -113,3 +113,19 @@ async def test_direct_writes_that_fill_the_socket_buffer_keep_frame_order():
         nursery.cancel_scope.cancel()
     assert [m.id for m in got] == list(range(50))  # type: ignore[union-attr]
     assert all(m.params == payload for m in got)  # type: ignore[union-attr]
+
+
+async def test_a_peer_that_stops_reading_ends_the_channel():
+    """The worker shut down its read side but keeps its write side open: `run` returns."""
+    core_sock, worker_sock = socket.socketpair()
+    worker_sock.shutdown(socket.SHUT_RD)
+    core: Channel[WorkerMessage] = Channel(
+        trio.SocketStream(trio.socket.from_stdlib_socket(core_sock)), WorkerMessage
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(core.run, lambda m: None)
+        with trio.fail_after(5):
+            while not core.closed:
+                core.send_if_open(Call(id=1, handler="h", property="p", params={"x": "y" * 4096}))
+                await trio.sleep(0.001)
+    worker_sock.close()

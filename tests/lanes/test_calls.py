@@ -1,6 +1,9 @@
 """The core calls' contract: typed params, unknown ones refused by name, refusal risk. Pure."""
 
 import math
+import re
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given
@@ -9,13 +12,17 @@ from hypothesis import strategies as st
 from pentarun.errors import BadRequest
 from pentarun.lanes.calls import (
     CONTRACTS,
+    EVENT_TYPE,
+    EVENT_TYPE_PATTERN,
     FIXED_RISK,
+    MAX_KEYS_PAGE,
     MAX_STATE_KEY,
     MAX_STATE_VALUE,
     CameraParams,
     EventsPublishParams,
     NoParams,
     Refusal,
+    StoreKeysParams,
     StoreSetParams,
     StreamsTokenParams,
     audit_type,
@@ -23,8 +30,8 @@ from pentarun.lanes.calls import (
     foreign_property,
     refusal_risk,
 )
+from pentarun.security.limits import MAX_STREAM_TTL_S
 from pentarun.security.scopes import SCOPES
-from pentarun.security.stream_tokens import MAX_TTL_S
 
 # one valid set of params per core call, and what it must decode into
 SAMPLES = {
@@ -146,7 +153,7 @@ def test_foreign_property_names_only_another_property():
         ("cameras.snapshot", {"camera": ["c"]}),
         ("streams.token", {"camera": "c", "ttl_s": 0}),
         ("streams.token", {"camera": "c", "ttl_s": -1}),
-        ("streams.token", {"camera": "c", "ttl_s": MAX_TTL_S + 1}),
+        ("streams.token", {"camera": "c", "ttl_s": MAX_STREAM_TTL_S + 1}),
         ("streams.token", {"camera": "c", "ttl_s": True}),
         ("streams.token", {"camera": "c", "ttl_s": math.nan}),
         ("streams.token", {"camera": "c", "ttl_s": "60"}),
@@ -256,3 +263,43 @@ def test_audit_types():
     assert {audit_type(r) for r in Refusal if r is not Refusal.CROSS_PROPERTY_PARAMETER} == {
         "security.core_call_refused"
     }
+
+
+# --- store.keys pages, event types, purity ------------------------------------------------
+
+
+def test_store_keys_takes_a_bounded_page():
+    assert decode("store.keys", {}) == StoreKeysParams(after="", limit=MAX_KEYS_PAGE)
+    assert decode("store.keys", {"after": "k9", "limit": 10}) == StoreKeysParams(
+        after="k9", limit=10
+    )
+    for bad in (
+        {"limit": 0},
+        {"limit": MAX_KEYS_PAGE + 1},
+        {"limit": "10"},
+        {"after": "k" * (MAX_STATE_KEY + 1)},
+        {"after": None},
+    ):
+        with pytest.raises(BadRequest):
+            decode("store.keys", bad)
+
+
+@given(st.text(max_size=40))
+def test_an_event_type_is_a_whole_match_never_one_before_a_newline(text):
+    assert (EVENT_TYPE.fullmatch(text) is not None) == (
+        re.fullmatch(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+", text) is not None
+    )
+    assert re.search(EVENT_TYPE_PATTERN, "camera.motion\n") is None
+
+
+def test_the_contract_imports_no_io_module():
+    """A pure core: importing it pulls in neither trio nor jwt, cryptography or file access."""
+    probe = (
+        "import sys, pentarun.lanes.calls; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('trio', 'jwt', "
+        "'cryptography') or m in ('pentarun.security.stream_tokens', 'pentarun.security.trust')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"

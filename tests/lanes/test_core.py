@@ -4,8 +4,10 @@ with a risk score. A real SQLite store; no worker processes."""
 import time
 from contextlib import asynccontextmanager
 
+import msgspec
 import pytest
 
+from pentarun.config import SupervisorConfig
 from pentarun.errors import (
     BadRequest,
     Forbidden,
@@ -13,10 +15,19 @@ from pentarun.errors import (
     PentarunError,
     PropertyNotAssigned,
     ScopeDenied,
+    StoreFull,
     TokenInvalid,
 )
 from pentarun.ipc.messages import CoreCall
-from pentarun.lanes.calls import CONTRACTS, EventsPublishParams, Refusal, refusal_risk
+from pentarun.lanes.calls import (
+    CONTRACTS,
+    MAX_KEYS_PAGE,
+    MAX_STATE_KEY,
+    MAX_STATE_KEYS,
+    EventsPublishParams,
+    Refusal,
+    refusal_risk,
+)
 from pentarun.lanes.core import CoreApi
 from pentarun.security import ha_keys
 from pentarun.security.scopes import SCOPES
@@ -259,3 +270,80 @@ def test_register_only_binds_declared_calls_with_their_scope():
     with pytest.raises(ValueError, match="not in CONTRACTS"):
         api.register("events.publish", None, fn)
     api.register("events.publish", "events:publish", fn)
+
+
+# --- the plugin's store is bounded --------------------------------------------------------
+
+
+async def _fill(db, count, prop="pa"):
+    """`count` keys k00000.. for the plugin in `prop`, written in one transaction."""
+    rows = [(PLUGIN, prop, f"k{i:05d}", b"\xc0", 0.0) for i in range(count)]
+    await db.write(
+        lambda conn: conn.executemany(
+            "INSERT INTO plugin_state (plugin_key, property_id, key, value, updated_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+    )
+
+
+async def test_store_keys_answers_pages_in_key_order(tmp_path):
+    async with core(tmp_path) as c:
+        await _fill(c.db, MAX_KEYS_PAGE + 5)
+        first = await c.call("store.keys")  # what `ctx.store.keys()` asks: the first page
+        assert len(first) == MAX_KEYS_PAGE and first == sorted(first)
+        rest = await c.call("store.keys", {"after": first[-1]})
+        assert rest == [f"k{i:05d}" for i in range(MAX_KEYS_PAGE, MAX_KEYS_PAGE + 5)]
+        two = await c.call("store.keys", {"after": "k00003", "limit": 2})
+        assert two == ["k00004", "k00005"]
+        assert await c.call("store.keys", {"after": rest[-1]}) == []
+        for bad in ({"limit": 0}, {"limit": MAX_KEYS_PAGE + 1}, {"after": "k" * 300}):
+            with pytest.raises(BadRequest):
+                await c.call("store.keys", bad)
+
+
+async def test_a_plugin_holds_at_most_max_state_keys_per_property(tmp_path):
+    async with core(tmp_path) as c:
+        await _fill(c.db, MAX_STATE_KEYS)
+        with pytest.raises(StoreFull) as info:
+            await c.call("store.set", {"key": "one-more", "value": 1})
+        error = info.value
+        assert (error.http_status, error.error_code) == (409, "store_full")
+        assert error.details["limit"] == MAX_STATE_KEYS
+        assert await c.call("store.get", {"key": "one-more"}) == {"found": False, "value": None}
+        # a key it already holds can still be replaced; one deleted makes room for a new one
+        assert await c.call("store.set", {"key": "k00000", "value": 2}) is None
+        assert await c.call("store.delete", {"key": "k00001"}) is None
+        assert await c.call("store.set", {"key": "one-more", "value": 1}) is None
+        with pytest.raises(StoreFull):
+            await c.call("store.set", {"key": "two-more", "value": 1})
+        # the bound is per property
+        assert (
+            await c.call(
+                "store.set",
+                {"key": "k", "value": 1},
+                prop="pb",
+                token=c.token(properties=("pa", "pb")),
+            )
+            is None
+        )
+        assert await c.refusals() == []  # a quota, not a security refusal
+
+
+def test_a_page_of_keys_always_fits_an_ipc_frame():
+    widest = ["\U0010ffff" * MAX_STATE_KEY] * MAX_KEYS_PAGE  # 4 bytes a character in UTF-8
+    reply = msgspec.msgpack.encode(widest)
+    assert len(reply) < SupervisorConfig().max_frame_bytes // 4
+
+
+async def test_a_refusal_message_is_clipped_in_the_audit_row(tmp_path):
+    async with core(tmp_path) as c:
+
+        async def chatty(r, p):
+            raise r.refuse(Forbidden("no: " + "x" * 100_000))
+
+        c.api.register("events.publish", "events:publish", chatty)
+        with pytest.raises(Forbidden):
+            await c.call("events.publish", {"type": "camera.tamper"})
+        [row] = await c.refusals()
+        assert row.detail["message"].startswith("no: x") and len(row.detail["message"]) <= 300

@@ -1,12 +1,15 @@
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from pentarun.packages.pipeline import (
     MAX_RESUMES,
+    SERVABLE,
     Activate,
     Approved,
     Begin,
+    Cancel,
     Disable,
     Discard,
     Enable,
@@ -150,6 +153,47 @@ def test_an_attempt_interrupted_too_often_counts_as_failed():
     assert cmds == [ProbationResult(1, False, 300.0)]
 
 
+def releasing(probation):
+    quarantined, _ = step(enabled_job(), Quarantine("crash_loop", probation_at=100.0))
+    if probation:
+        return step(quarantined, ProbationDue(retry_at=200.0))[0]
+    return step(quarantined, Release())[0]
+
+
+@pytest.mark.parametrize("probation", [False, True])
+@pytest.mark.parametrize("steps_done", [0, 1])  # testing, or verifying the installed copy
+def test_a_quarantine_during_a_release_cancels_it_and_stays_quarantined(probation, steps_done):
+    job, _ = run([StepDone()] * steps_done, releasing(probation))
+    assert job.running and job.releasing and job.on_probation is probation
+    held, cmds = step(job, Quarantine("operator: keep it off"))
+    assert cmds == [Cancel()]
+    assert (held.stage, held.running, held.releasing, held.on_probation) == (
+        Stage.QUARANTINED,
+        "",
+        False,
+        False,
+    )
+    assert held.probation_due_at is None and held.probation_retry_at is None
+    assert "keep it off" in held.reason and "cancelled" in held.reason
+    assert step(held, StepDone()) == (held, [])  # a late result of the cancelled step
+    assert step(held, ProbationDue(retry_at=None)) == (held, [])  # nothing pending
+    assert step(held, Release())[0].stage is Stage.TESTING  # a release is still possible
+
+
+@pytest.mark.parametrize("probation", [False, True])
+def test_a_disable_during_a_release_ends_disabled_once_it_passes(probation):
+    job, cmds = step(releasing(probation), Disable())
+    assert cmds == [] and job.stage is Stage.TESTING and job.stay_disabled
+    passed, cmds = run([StepDone(), StepDone()], job)
+    assert passed.stage is Stage.DISABLED and StartWorker() not in cmds
+    assert Activate() in cmds and not passed.stay_disabled and not passed.releasing
+    assert (ProbationResult(1, True) in cmds) is probation
+    failed, _ = step(job, StepFailed("security gate failed"))
+    assert failed.stage is Stage.QUARANTINED and not failed.stay_disabled
+    enabled_again, _ = run([Enable(), StepDone(), StepDone()], job)  # the operator's last word
+    assert enabled_again.stage is (Stage.ENABLED if probation else Stage.VERIFIED)
+
+
 def test_resume_reruns_interrupted_work_a_bounded_number_of_times():
     job, _ = run([Begin(), Validated(), StepDone()])  # TESTING, running test
     for _ in range(MAX_RESUMES):
@@ -171,12 +215,37 @@ events = st.sampled_from([
 ])  # fmt: skip
 
 
+VERIFIED = HAPPY
+ENABLED = [*VERIFIED, Enable()]
+PROBATION_PENDING = [*ENABLED, Quarantine("loop", probation_at=5.0)]
+# deep states that random events seldom reach from a new job: the machine starts from each
+SEEDS = {
+    "new": [],
+    "pending approval": [Begin(), Validated(approval_digest="d")],
+    "testing": [Begin(), Validated(), StepDone()],
+    "verified": VERIFIED,
+    "enabled": ENABLED,
+    "quarantined": [*ENABLED, Quarantine("q")],
+    "probation pending": PROBATION_PENDING,
+    "releasing": [*ENABLED, Quarantine("q"), Release()],
+    "verifying a release": [*ENABLED, Quarantine("q"), Release(), StepDone()],
+    "on probation": [*PROBATION_PENDING, ProbationDue(retry_at=9.0)],
+    "verifying on probation": [*PROBATION_PENDING, ProbationDue(retry_at=9.0), StepDone()],
+}
+
+
 class PipelineMachine(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.job = Job()
         self.activated = False
+        self.held = False  # an operator quarantined or disabled it since the last enable/release
         self.history: list[Stage] = []
+
+    @initialize(seed=st.sampled_from(sorted(SEEDS)))
+    def start(self, seed):
+        self.job, cmds = run(SEEDS[seed])
+        self.activated = Activate() in cmds
 
     @rule(event=events)
     def feed(self, event):
@@ -191,7 +260,10 @@ class PipelineMachine(RuleBasedStateMachine):
             assert isinstance(event, Release) or (
                 isinstance(event, ProbationDue) and before.probation_due_at is not None
             )
-        if isinstance(event, Release) and self.job.stage is Stage.TESTING:
+        refused = any(isinstance(c, Refuse) for c in cmds)
+        if refused:
+            assert self.job == before, "a refused event changed the job"
+        if isinstance(event, Release) and not refused and self.job.stage is Stage.TESTING:
             assert self.job.probation_due_at is None and not self.job.on_probation
         if self.job.probation_due_at is not None:
             assert self.job.stage is Stage.QUARANTINED
@@ -199,11 +271,26 @@ class PipelineMachine(RuleBasedStateMachine):
             assert self.job.releasing and self.job.stage in (Stage.TESTING, Stage.INSTALLED)
         if before.stage is Stage.REJECTED:
             assert self.job == before and all(isinstance(c, Refuse) for c in cmds)
+        if before.releasing and isinstance(event, Quarantine):
+            assert self.job.stage is Stage.QUARANTINED and not self.job.running
+            assert cmds == [Cancel()] and self.job.probation_due_at is None
+        if Cancel() in cmds:
+            assert not self.job.running
+        if before.releasing and not self.job.releasing and self.job.stage is not Stage.QUARANTINED:
+            assert isinstance(event, StepDone) and before.running == "verify", "left unverified"
+        operator_quarantine = isinstance(event, Quarantine) and event.probation_at is None
+        if isinstance(event, Enable | Release) and not refused:
+            self.held = False
+        elif (operator_quarantine or isinstance(event, Disable)) and (
+            before.releasing or before.stage in (*SERVABLE, Stage.QUARANTINED)
+        ):
+            self.held = True
         if Activate() in cmds:
             self.activated = True
         if StartWorker() in cmds:
             assert self.job.stage is Stage.ENABLED
             assert self.activated, "a worker started before its version was verified"
+            assert not self.held, "a worker started after an operator quarantined or disabled it"
         self.history.append(self.job.stage)
 
     @invariant()

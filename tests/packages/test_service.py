@@ -7,177 +7,22 @@ from source through the same start path.
 """
 
 import base64
-import json
 import time
-from contextlib import asynccontextmanager
 
 import msgspec
 import pytest
-import trio
 
-from pentarun.config import Config, SupervisorConfig
 from pentarun.errors import BadRequest, Conflict, NotFound, Unprocessable
 from pentarun.packages.builder import pack, sign_package
-from pentarun.packages.gates import GATES, GateResult, Report
-from pentarun.packages.pipeline import Job, Stage
-from pentarun.packages.service import Installs
+from pentarun.packages.pipeline import Stage
 from pentarun.registry import read_source_definition
 from pentarun.security import signing
-from pentarun.security.tokens import PluginTokens
 from pentarun.store import records
 from pentarun.store.db import open_database
-from pentarun.supervisor.directory import Directory
-from pentarun.supervisor.events import Observers, Quarantined
 from pentarun.supervisor.policy import Phase
 
 from .factory import definition, files_of, package, source
-
-
-class FakeActor:
-    def __init__(self, spec, manifest):
-        self.key, self.spec, self.manifest = spec.key, spec, manifest
-        self.phase = Phase.IDLE
-        self.starts = 0
-
-    def start(self):
-        self.phase = Phase.RUNNING
-        self.starts += 1
-
-    def stop(self, reason=""):
-        if self.phase is not Phase.QUARANTINED:
-            self.phase = Phase.STOPPED
-
-    def quarantine(self, reason):
-        self.phase = Phase.QUARANTINED
-
-    def release(self):
-        self.phase = Phase.IDLE
-
-    def refresh_token(self):
-        pass
-
-
-class FakeSupervisor:
-    def __init__(self):
-        self.observers = Observers()
-        self.directory = Directory()
-        self.tokens = PluginTokens()
-
-    async def replace(self, spec, manifest):
-        current = self.directory.get(spec.key)
-        if current is not None and current.spec == spec and current.manifest == manifest:
-            return current
-        self.directory.remove(spec.key)
-        actor = FakeActor(spec, manifest)
-        self.directory.add(actor)
-        return actor
-
-    async def remove(self, key, reason=""):
-        self.directory.remove(key)
-
-
-class FakePorts:
-    def __init__(self):
-        self.bound: dict[str, object] = {}
-        self.opened: list[str] = []
-
-    async def open(self, key, manifest):
-        self.bound[key] = manifest
-        self.opened.append(key)
-
-    async def close(self, key):
-        self.bound.pop(key, None)
-
-
-class FakeGates:
-    """Passes everything, except the next `fail_full_suites` full-suite runs."""
-
-    def __init__(self):
-        self.fail_full_suites = 0
-        self.full_suites = 0
-
-    async def __call__(self, spec, manifest, plan, config, *, burst=50, progress=None, only=GATES):
-        ok = True
-        if only == GATES:
-            self.full_suites += 1
-            if self.fail_full_suites:
-                self.fail_full_suites -= 1
-                ok = False
-        gate = GateResult("security", ok, detail="" if ok else "told to fail")
-        return Report(ok, [gate], time.time(), time.time())
-
-
-async def _holds(predicate):
-    result = predicate()
-    return (await result) if hasattr(result, "__await__") else result
-
-
-class World:
-    def __init__(self, installs, db, supervisor, ports, gates):
-        self.installs, self.db, self.supervisor = installs, db, supervisor
-        self.ports, self.gates = ports, gates
-
-    async def until(self, predicate, within=10):
-        """Wait for state the service's tasks change (`predicate` may be async)."""
-        with trio.fail_after(within):
-            while not await _holds(predicate):
-                with trio.move_on_after(0.05):  # deferred writes land without an event
-                    await self.installs.driver.changed()
-
-    def state(self, key="demo"):
-        row = records.get_plugin(self.db, key)
-        return row.state if row else None
-
-    def job(self, key="demo") -> Job:
-        return msgspec.convert(records.installs_of(self.db, key)[-1].job, Job)
-
-    async def events(self, key="demo", kind=None):
-        await self.db.flush()
-        found = records.list_events(self.db, key, limit=500)
-        return [e for e in found if kind is None or e.type == kind]
-
-    async def audit(self, kind):
-        await self.db.flush()
-        rows = self.db.read("SELECT * FROM audit_log WHERE type = ? ORDER BY id", (kind,))
-        return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
-
-    async def enabled(self, data=None):
-        if records.get_property(self.db, "p1") is None:
-            await records.create_property(self.db, "p1", "P1")
-        await self.installs.upload(data or package(), "op")
-        await self.installs.wait_settled("demo")
-        await self.installs.enable("demo", ["p1"], "op")
-        assert self.state() == "ENABLED"
-
-    def quarantined_by_policy(self, probation=True):
-        self.supervisor.observers(
-            Quarantined("demo", "crash_loop", "3 crashes within 120 s", probation=probation)
-        )
-
-
-def config(tmp_path, **supervisor):
-    return Config(
-        supervisor=SupervisorConfig(**supervisor),
-        security=msgspec.structs.replace(Config().security, trust_store=str(tmp_path / "trust")),
-    )
-
-
-@asynccontextmanager
-async def world(tmp_path, supervisor=None, **settings):
-    settings.setdefault("probation_s", 0.05)
-    settings.setdefault("probation_attempts", 2)
-    supervisor = supervisor or FakeSupervisor()
-    ports, gates = FakePorts(), FakeGates()
-    async with (
-        open_database(tmp_path / "pentarun.db") as database,
-        trio.open_nursery() as nursery,
-    ):
-        installs = Installs(
-            config(tmp_path, **settings), tmp_path / "var", database, supervisor, ports, gates=gates
-        )
-        await nursery.start(installs.run)
-        yield World(installs, database, supervisor, ports, gates)
-        nursery.cancel_scope.cancel()
+from .fakes import world
 
 
 async def test_enable_starts_the_worker_and_opens_its_listener(tmp_path):
@@ -400,3 +245,63 @@ async def test_a_stale_enabled_source_row_is_marked_not_running(tmp_path):
     async with world(tmp_path) as w:
         row = records.get_plugin(w.db, "old")
         assert row.state == Stage.DISABLED.value and "--plugin-dir" in row.reason
+
+
+async def test_a_refused_enable_changes_nothing(tmp_path):
+    async with world(tmp_path) as w:
+        await w.enabled()
+        await records.create_property(w.db, "p2", "P2")
+        await w.installs.quarantine("demo", "keep it off", "op")
+        with pytest.raises(Conflict, match="QUARANTINED plugin cannot be enabled"):
+            await w.installs.enable("demo", ["p2"], "op")
+        assert records.assigned_properties(w.db, "demo") == ["p1"]  # p2 not assigned
+        assert len(await w.audit("plugin.enabled")) == 1  # only the first enable
+        assert w.state() == "QUARANTINED"
+
+
+async def test_an_accepted_enable_assigns_its_properties(tmp_path):
+    async with world(tmp_path) as w:
+        await w.enabled()
+        await records.create_property(w.db, "p2", "P2")
+        await w.installs.enable("demo", ["p2"], "op")  # already ENABLED: more properties
+        assert sorted(records.assigned_properties(w.db, "demo")) == ["p1", "p2"]
+        with pytest.raises(NotFound):
+            await w.installs.enable("demo", ["nope"], "op")
+
+
+async def test_the_package_is_inspected_only_where_it_must_be(tmp_path, monkeypatch):
+    """upload, validate (the live trust store) and install (the files, after a possibly long
+    approval); the suites and the self-test read the manifest and plan stored at upload."""
+    async with world(tmp_path) as w:
+        inspected = []
+        inspect = w.installs.reader.inspect
+
+        async def counting(data, exclude=""):
+            inspected.append(exclude)
+            return await inspect(data, exclude)
+
+        monkeypatch.setattr(w.installs.reader, "inspect", counting)
+        await w.enabled()
+        assert len(inspected) == 3
+        plan = w.job().test_plan
+        assert plan is not None and [c.name for c in plan.cases] == ["echoes"]
+        assert w.gates.plans and all(p == plan for p in w.gates.plans)
+
+        run_id = await w.installs.run_tests("demo", "op")
+        await w.until(lambda: records.test_run(w.db, run_id).status == "passed")
+        await w.installs.quarantine("demo", "check it", "op")
+        await w.installs.release("demo", "op")
+        await w.installs.wait_settled("demo")
+        assert w.state() == "VERIFIED" and len(inspected) == 3
+
+
+async def test_a_job_stored_without_its_plan_reads_it_from_the_package(tmp_path, monkeypatch):
+    async with world(tmp_path) as w:
+        await w.enabled()
+        row = records.installs_of(w.db, "demo")[-1]
+        older = {k: v for k, v in row.job.items() if k != "test_plan"}  # an earlier version's
+        await records.save_install(w.db, row.id, older)
+        assert w.job().test_plan is None
+        run_id = await w.installs.run_tests("demo", "op")
+        await w.until(lambda: records.test_run(w.db, run_id).status == "passed")
+        assert [c.name for c in w.gates.plans[-1].cases] == ["echoes"]

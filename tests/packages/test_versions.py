@@ -20,7 +20,10 @@ def test_ranges(spec, version, admitted):
     assert parse_range(spec).admits(parse_version(version)) is admitted
 
 
-@pytest.mark.parametrize("text", ["1", "1.0", "01.0.0", "1.0.0.0", "v1.0.0", "", "1.0.0-", "x"])
+@pytest.mark.parametrize(
+    "text",
+    ["1", "1.0", "01.0.0", "1.0.0.0", "v1.0.0", "", "1.0.0-", "x", "1.0.0\n", "1.0.0-rc.1\n"],
+)
 def test_bad_versions(text):
     with pytest.raises(VersionError):
         parse_version(text)
@@ -30,6 +33,10 @@ def test_bad_versions(text):
 def test_bad_ranges(text):
     with pytest.raises(VersionError):
         parse_range(text)
+
+
+def test_whitespace_around_comparators_is_allowed_even_a_newline():
+    assert parse_range(" >=1.0 , <2\n").admits(parse_version("1.5.0"))
 
 
 def test_prerelease_ordering():

@@ -85,7 +85,9 @@ def test_add_is_atomic_idempotent_and_refuses_a_different_key(tmp_path):
         store.remove("acme-2026")
 
 
-@pytest.mark.parametrize("key_id", ["", "../x", ".hidden", "a/b", "x" * 129, "sp ace"])
+@pytest.mark.parametrize(
+    "key_id", ["", "../x", ".hidden", "a/b", "x" * 129, "sp ace", "abc\n", "abc\r", "abc\n\n"]
+)
 def test_key_ids_name_files_so_they_are_bounded(tmp_path, key_id):
     store = TrustStore(tmp_path / "trust")
     with pytest.raises(BadRequest):
@@ -93,3 +95,15 @@ def test_key_ids_name_files_so_they_are_bounded(tmp_path, key_id):
     with pytest.raises(NotFound):
         store.remove(key_id)
     assert not (tmp_path / "trust").exists()
+
+
+def test_a_key_id_ending_in_a_newline_is_never_written(tmp_path):
+    """`$` matches before a final newline: "acme\n" would name a file DELETE cannot remove."""
+    store = TrustStore(tmp_path / "trust")
+    with pytest.raises(BadRequest):
+        store.add("acme\n", raw_base64(new_key()))
+    assert not (tmp_path / "trust").exists()
+    store.add("acme", raw_base64(new_key()))
+    with pytest.raises(NotFound):
+        store.remove("acme\n")  # not the same key as "acme"
+    assert [e.key_id for e in store.entries()] == ["acme"]

@@ -225,6 +225,23 @@ def test_stop_is_graceful_and_ends_stopped():
     assert state.phase is Phase.STOPPED
 
 
+def test_a_start_while_stopping_spawns_once_the_old_worker_exits():
+    state, _ = POLICY.step(running(), StopRequested("disabled"), 1.0)
+    assert state.phase is Phase.STOPPING
+    state, cmds = POLICY.step(state, Start(), 1.1)  # enabled again before the old one exited
+    assert cmds == [] and state.phase is Phase.STOPPING
+    state, cmds = POLICY.step(state, Exited(code=0), 1.5)
+    assert state.phase is Phase.STARTING and Spawn() in cmds and state.restarts == 0
+
+
+def test_a_stop_after_that_start_wins():
+    state, _ = POLICY.step(running(), StopRequested("disabled"), 1.0)
+    state, _ = POLICY.step(state, Start(), 1.1)
+    state, _ = POLICY.step(state, StopRequested("disabled again"), 1.2)
+    state, cmds = POLICY.step(state, Exited(code=0), 1.5)
+    assert state.phase is Phase.STOPPED and Spawn() not in cmds
+
+
 def test_stop_during_backoff_stops_without_kill():
     state, _ = POLICY.step(running(), Exited(code=1), 1.0)
     state, cmds = POLICY.step(state, StopRequested(), 1.5)

@@ -189,10 +189,18 @@ def test_run(db: Database, run_id: str) -> TestRunRow | None:
 
 
 async def mark_interrupted_test_runs(db: Database) -> int:
-    """Runs left 'running' by a server that died: failed, with the reason."""
+    """Runs left running or queued by a server that died: failed, with the reason."""
     return await db.execute(
         """UPDATE plugin_test_runs SET status = 'failed', finished_at = ?,
              report = '{"ok": false, "error": "interrupted by a server restart"}'
-           WHERE status = 'running'""",
+           WHERE status IN ('running', 'queued')""",
         (time.time(),),
+    )
+
+
+async def set_test_run_status(db: Database, run_id: str, status: str) -> None:
+    """`queued` while a run waits for a place among the suites, then `running`."""
+    await db.execute(
+        "UPDATE plugin_test_runs SET status = ? WHERE id = ? AND finished_at IS NULL",
+        (status, run_id),
     )

@@ -207,14 +207,46 @@ def state_get(db: Database, plugin_key: str, property_id: str, key: str) -> tupl
     return (True, msgspec.msgpack.decode(row["value"])) if row else (False, None)
 
 
-async def state_set(db: Database, plugin_key: str, property_id: str, key: str, value: Any) -> None:
-    await db.execute(
-        """INSERT INTO plugin_state (plugin_key, property_id, key, value, updated_at)
-           VALUES (?, ?, ?, ?, ?)
-           ON CONFLICT (plugin_key, property_id, key)
-           DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at""",
-        (plugin_key, property_id, key, _state_encoder.encode(value), time.time()),
-    )
+async def state_set(
+    db: Database,
+    plugin_key: str,
+    property_id: str,
+    key: str,
+    value: Any,
+    *,
+    max_keys: int | None = None,
+) -> bool:
+    """Store `value` under `key`. With `max_keys`, a new key is refused (False, nothing
+    stored) when the plugin already holds that many keys in the property; counting stops at
+    `max_keys`, so the check is bounded however many keys an older store holds."""
+    encoded = _state_encoder.encode(value)
+    owner = (plugin_key, property_id)
+
+    def put(conn: sqlite3.Connection) -> bool:
+        if max_keys is not None:
+            exists = conn.execute(
+                """SELECT 1 FROM plugin_state
+                   WHERE plugin_key = ? AND property_id = ? AND key = ?""",
+                (*owner, key),
+            ).fetchone()
+            if exists is None:
+                (held,) = conn.execute(
+                    """SELECT count(*) FROM (SELECT 1 FROM plugin_state
+                       WHERE plugin_key = ? AND property_id = ? LIMIT ?)""",
+                    (*owner, max_keys),
+                ).fetchone()
+                if held >= max_keys:
+                    return False
+        conn.execute(
+            """INSERT INTO plugin_state (plugin_key, property_id, key, value, updated_at)
+               VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (plugin_key, property_id, key)
+               DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at""",
+            (*owner, key, encoded, time.time()),
+        )
+        return True
+
+    return await db.write(put)
 
 
 async def state_delete(db: Database, plugin_key: str, property_id: str, key: str) -> None:
@@ -224,10 +256,15 @@ async def state_delete(db: Database, plugin_key: str, property_id: str, key: str
     )
 
 
-def state_keys(db: Database, plugin_key: str, property_id: str) -> list[str]:
+def state_keys(
+    db: Database, plugin_key: str, property_id: str, *, after: str = "", limit: int = 1000
+) -> list[str]:
+    """At most `limit` keys of the plugin in the property, in key order, after `after`: one
+    indexed range read of the primary key, as small as `limit` makes it."""
     rows = db.read(
-        "SELECT key FROM plugin_state WHERE plugin_key = ? AND property_id = ? ORDER BY key",
-        (plugin_key, property_id),
+        """SELECT key FROM plugin_state WHERE plugin_key = ? AND property_id = ? AND key > ?
+           ORDER BY key LIMIT ?""",
+        (plugin_key, property_id, after, limit),
     )
     return [r["key"] for r in rows]
 

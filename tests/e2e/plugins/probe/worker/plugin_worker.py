@@ -172,6 +172,31 @@ async def core_burst(ctx: Context, params: dict) -> dict:
     return {"refused": codes}
 
 
+KEPT: list = []
+
+
+@plugin.handler("deafen")
+async def deafen(ctx: Context, params: dict) -> dict:
+    """Stop reading the channel but keep the process (and the channel's write side) alive."""
+    fd = int(os.environ["PENTARUN_IPC_FD"])
+    import socket  # noqa: PLC0415
+
+    kept = socket.socket(fileno=os.dup(fd))  # held open: the core sees no end of stream
+    kept.shutdown(socket.SHUT_RD)
+    KEPT.append(kept)
+    import threading  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    threading.Thread(target=time.sleep, args=(30,)).start()  # outlives the SDK's loop
+    return {"deaf": True}
+
+
+@plugin.handler("log.big")
+async def log_big(ctx: Context, params: dict) -> dict:
+    logging.getLogger("x" * 10_000).warning("y" * int(params.get("size", 100_000)))
+    return {}
+
+
 @plugin.handler("tamper")
 async def tamper(ctx: Context, params: dict) -> dict:
     return {
