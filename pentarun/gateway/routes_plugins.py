@@ -146,6 +146,9 @@ async def run_tests(op: records.OperatorRow, key: str) -> Response:
     return json_response({"run_id": run_id}, 202)
 
 
+MAX_RUNS_PAGE = 100
+
+
 def run_summary(run: records.TestRunRow) -> dict[str, Any]:
     """A test run in a list: who, when, how it ended and each gate's verdict; the cases, the
     load statistics and every detail stay on `GET .../tests/<run_id>`."""
@@ -171,10 +174,12 @@ def run_summary(run: records.TestRunRow) -> dict[str, Any]:
 @bp.get("/api/plugins/<key>/tests")
 @operator(READ)
 async def list_test_runs(op: records.OperatorRow, key: str) -> Response:
-    """Summaries (`run_summary`), newest first, `limit` (default 50) at a time; `before` =
-    `next_before` pages on. The full report of one run: `GET .../tests/<run_id>`."""
+    """Summaries (`run_summary`), newest first, `limit` (default 50, at most
+    MAX_RUNS_PAGE: each row read holds its whole report) at a time; `before` = `next_before`
+    pages on. The full report of one run: `GET .../tests/<run_id>`."""
     key = plugin_key(key)
-    page, before = limit(request.args, 50), query_float(request.args, "before")
+    page = limit(request.args, 50, MAX_RUNS_PAGE)
+    before = query_float(request.args, "before")
     services = current_services()
     services.registry.plugin(key)
     runs = records.test_runs(services.db, key, page, before)

@@ -262,6 +262,10 @@ def step(job: Job, event: Event) -> tuple[Job, list[Command]]:
             s is Stage.QUARANTINED and job.probation_due_at is not None
         ):
             return _to(job, Stage.QUARANTINED, f"{reason} (probation cancelled)", **_NO_PROBATION)
+        case Quarantine() if s is not Stage.QUARANTINED:
+            return job, [
+                Refuse(f"a {s.value} plugin cannot be quarantined; uninstall it to stop it")
+            ]
         case ProbationDue(retry_at=retry_at) if (
             s is Stage.QUARANTINED and job.probation_due_at is not None
         ):

@@ -38,8 +38,18 @@ class PluginStore:
         await self._core.call("store.delete", key=key)
 
     async def keys(self) -> list[str]:
-        result: list[str] = await self._core.call("store.keys")
-        return result
+        """Every key of this plugin and property, in order (the core answers in pages)."""
+        keys: list[str] = []
+        while True:
+            page: list[str] = await self._core.call(
+                "store.keys", after=keys[-1] if keys else "", limit=KEYS_PAGE
+            )
+            keys += page
+            if len(page) < KEYS_PAGE:
+                return keys
+
+
+KEYS_PAGE = 1000  # the largest page `store.keys` answers
 
 
 class EventsClient:

@@ -305,3 +305,10 @@ class PipelineMachine(RuleBasedStateMachine):
 
 TestPipelineMachine = PipelineMachine.TestCase
 TestPipelineMachine.settings = settings(max_examples=400, stateful_step_count=40, deadline=None)
+
+
+def test_an_install_under_way_cannot_be_quarantined():
+    job = Job(stage=Stage.TESTING, running="test")
+    new, cmds = step(job, Quarantine("operator"))
+    assert new == job and len(cmds) == 1 and isinstance(cmds[0], Refuse)
+    assert "uninstall" in cmds[0].reason
