@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -27,10 +28,32 @@ def _run(*cmd: str | Path) -> None:
     subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT)
 
 
+SYSTEM_PACKAGES = {"bwrap": "bubblewrap", "setpriv": "util-linux"}  # the worker sandbox
+
+
+def system_packages() -> None:
+    """Install the Debian packages the sandbox needs when they are missing (as root, with
+    apt-get); otherwise say what to install. Without them no plugin worker starts."""
+    missing = sorted({pkg for tool, pkg in SYSTEM_PACKAGES.items() if not shutil.which(tool)})
+    if not missing:
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        print(
+            f"missing for the plugin sandbox: {', '.join(missing)}; install them "
+            "(e.g. apt-get install -y ...), or no plugin worker will start",
+            flush=True,
+        )
+        return
+    print(f"installing {', '.join(missing)} for the plugin sandbox (apt-get) ...", flush=True)
+    _run("apt-get", "update", "-qq")
+    _run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing)
+
+
 def setup(extras: str) -> None:
     """Create .venv and install the package with the given extras, unless already done."""
     if sys.version_info < (3, 11):  # noqa: UP036 - this file must explain itself to old Pythons
         sys.exit(f"pentarun needs Python 3.11 or newer, this is {sys.version.split()[0]}")
+    system_packages()
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == digest:
         return

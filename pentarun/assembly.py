@@ -19,6 +19,7 @@ from .config import SupervisorConfig
 from .lanes.core import CoreApi
 from .lanes.events import EventLane
 from .lanes.hooks import HookLane
+from .sandbox.launcher import Sandbox
 from .security.stream_tokens import StreamTokens
 from .security.tokens import PluginTokens
 from .store.db import Database
@@ -48,8 +49,10 @@ def assemble(
     *,
     streams: StreamTokens | None = None,
     on_published: Callable[[dict[str, Any]], None] = _ignore,
+    sandbox: Sandbox | None = None,
 ) -> Platform:
-    """The supervisor and its lanes; `on_published` sees every platform event (the feed)."""
+    """The supervisor and its lanes; `on_published` sees every platform event (the feed);
+    `sandbox` starts every worker (None: unsandboxed)."""
     directory, observers, tokens = Directory(), Observers(), PluginTokens()
     events = EventLane(directory, on_published)
     hooks = HookLane(db, directory)
@@ -60,5 +63,7 @@ def assemble(
         hook_runner=hooks.run,
         publish=events.core_publish,
     )
-    supervisor = Supervisor(config, db, tokens, core, directory=directory, observers=observers)
+    supervisor = Supervisor(
+        config, db, tokens, core, directory=directory, observers=observers, sandbox=sandbox
+    )
     return Platform(supervisor, directory, observers, tokens, core, events, hooks)

@@ -11,7 +11,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -59,6 +59,12 @@ class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     require_signatures: bool = False
     auto_approve_level: str = "read"
     trust_store: str = ""  # directory of <key_id>.pub files; empty = <data_dir>/trusted_keys
+    # "on": every worker runs in a sandbox (fail closed); "off" only by an explicit operator
+    # choice, reported at start, in /readyz, in every plugin's detail and in the audit log
+    sandbox: Literal["on", "off"] = "on"
+    sandbox_uid_base: int = 200_000  # per-plugin host uids when the server runs as root
+    sandbox_tmp_mb: int = 64  # each worker's private /tmp (a tmpfs)
+    sandbox_open_files: int = 1024
 
 
 class InstallConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

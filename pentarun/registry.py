@@ -6,12 +6,19 @@ the same start path as an installed plugin: its definition.json is validated by 
 manifest validator (every problem reported), `worker/plugin_worker.py` must exist, and the
 install service records it (ENABLED, reason "running from source") and starts its worker and
 its listener. Its properties are the ones operators assign; none are assigned on their own.
+
+Every plugin's detail carries its security rating (`security_rating`: score, base, reasons;
+packages/rating.py) and the list carries its score: the shown install's manifest and
+requirements, or for a source tree its manifest and the requirements.txt read when it was
+started, on this server (sandbox on or off) with the operator's egress grants, which the
+routes pass in.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +28,9 @@ import trio
 from . import __version__
 from .errors import BadRequest, NotFound
 from .packages.manifest import Manifest, validate_manifest
-from .packages.package import DEFINITION, ENTRYPOINT
+from .packages.package import DEFINITION, ENTRYPOINT, REQUIREMENTS
+from .packages.rating import Rating, security_rating
+from .packages.requirements import parse_requirements
 from .packages.service import Installs
 from .store import records
 from .store.db import Database
@@ -50,15 +59,36 @@ def read_source_definition(root: Path) -> tuple[Path, Manifest]:
     return root, manifest
 
 
+def read_source_requirements(root: Path) -> list[str]:
+    """The requirement lines of a source tree's requirements.txt ([] without one)."""
+    try:
+        text = (root / REQUIREMENTS).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    lines, problems = parse_requirements(text)
+    return lines + [p.path for p in problems]  # a line it cannot read still counts as code
+
+
 class Registry:
     def __init__(self, db: Database, supervisor: Supervisor, installs: Installs) -> None:
         self.db = db
         self.supervisor = supervisor
         self.installs = installs
+        self._source_requirements: dict[str, list[str]] = {}  # key -> as read at its start
 
     async def run_from_source(self, root: Path) -> WorkerActor:
         root, manifest = await trio.to_thread.run_sync(read_source_definition, root)
+        requirements = await trio.to_thread.run_sync(read_source_requirements, root)
+        self._source_requirements[manifest.key] = requirements
         return await self.installs.run_from_source(root, manifest)
+
+    def rating(self, row: records.PluginRow, egress_grants: Sequence[str] = ()) -> Rating | None:
+        """The plugin's security rating; None only for a record without a manifest."""
+        rating = self.installs.plugin_rating(row.key, egress_grants)
+        if rating is not None or row.manifest is None:
+            return rating
+        requirements = self._source_requirements.get(row.key, [])
+        return security_rating(row.manifest, requirements, self.installs.sandbox_on, egress_grants)
 
     def plugin(self, key: str) -> records.PluginRow:
         row = records.get_plugin(self.db, key)
@@ -84,7 +114,10 @@ class Registry:
         if actor is not None:
             actor.refresh_token()
 
-    def summary(self, row: records.PluginRow) -> dict[str, Any]:
+    def summary(self, row: records.PluginRow, egress_grants: Sequence[str] = ()) -> dict[str, Any]:
+        return self._summary(row, self.rating(row, egress_grants))
+
+    def _summary(self, row: records.PluginRow, rating: Rating | None) -> dict[str, Any]:
         actor = self.supervisor.directory.get(row.key)
         return {
             "key": row.key,
@@ -93,10 +126,12 @@ class Registry:
             "state": row.state,
             "reason": row.reason,
             "worker_state": actor.phase.value if actor else None,
+            "security_rating": None if rating is None else {"score": rating.score},
         }
 
-    def detail(self, key: str) -> dict[str, Any]:
+    def detail(self, key: str, egress_grants: Sequence[str] = ()) -> dict[str, Any]:
         row = self.plugin(key)
+        rating = self.rating(row, egress_grants)
         actor = self.supervisor.directory.get(key)
         worker: dict[str, Any] | None = None
         if actor is not None:
@@ -116,7 +151,8 @@ class Registry:
                 "failed_calls": actor.stats.failed,
             }
         return {
-            **self.summary(row),
+            **self._summary(row, rating),
+            "security_rating": None if rating is None else msgspec.to_builtins(rating),
             "manifest": msgspec.to_builtins(row.manifest) if row.manifest else {},
             "source_dir": row.source_dir,
             "properties": records.assigned_properties(self.db, key),

@@ -22,12 +22,14 @@ from . import __version__
 from .assembly import assemble
 from .config import Config
 from .datadir import lock_data_dir
+from .gateway import observe
 from .gateway.app import Services, create_admin_app
 from .gateway.listeners import ListenerManager
 from .lanes.feed import Feed
 from .packages.builder import pack, read_tree
 from .packages.service import Installs
 from .registry import Registry
+from .sandbox.launcher import Sandbox
 from .security import ha_keys
 from .security.operators import ensure_root, hash_token
 from .security.stream_tokens import StreamTokens, load_secret
@@ -83,9 +85,16 @@ async def _serve(
         streams = StreamTokens(
             await trio.to_thread.run_sync(load_secret, data_dir / "stream.secret")
         )
+        sandbox = await _check_sandbox(config, data_dir, db)
         feed = Feed()
         db.observers.append(feed.observe)
-        platform = assemble(config.supervisor, db, streams=streams, on_published=feed.publish)
+        platform = assemble(
+            config.supervisor,
+            db,
+            streams=streams,
+            on_published=feed.publish,
+            sandbox=sandbox if sandbox.on else None,
+        )
         supervisor = platform.supervisor
         await nursery.start(supervisor.run)
 
@@ -101,7 +110,7 @@ async def _serve(
         installs = Installs(config, data_dir, db, supervisor, listeners)
         registry = Registry(db, supervisor, installs)
         services = Services(
-            config, data_dir, db, supervisor, platform.events, registry, installs, feed
+            config, data_dir, db, supervisor, platform.events, registry, installs, feed, sandbox
         )
         await nursery.start(listeners.run)
         await nursery.start(installs.run)  # resumes interrupted installs, starts enabled plugins
@@ -136,6 +145,23 @@ async def _serve(
                 await db.flush()
                 services.remove_run_file()
             nursery.cancel_scope.cancel()
+
+
+async def _check_sandbox(config: Config, data_dir: Path, db: Database) -> Sandbox:
+    """Try the sandbox once and say loudly how it stands: off (the operator's choice, also
+    audited) or unavailable (no worker will start, and /readyz says why)."""
+    sandbox = Sandbox(config.security, data_dir)
+    status = await trio.to_thread.run_sync(sandbox.check)
+    if status.mode == "off":
+        log.warning("*" * 78)
+        log.warning("%s", observe.SANDBOX_OFF_WARNING)
+        log.warning("*" * 78)
+        records.audit(db, "server", "security.sandbox_off", risk_score=100, detail={})
+    elif not status.ok:
+        log.error("the sandbox cannot be set up, so no plugin worker will start: %s", status.reason)
+    else:
+        log.info("plugin workers run sandboxed (bubblewrap, seccomp, cgroups)")
+    return sandbox
 
 
 async def _wait_for_signal() -> None:

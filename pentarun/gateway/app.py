@@ -41,6 +41,7 @@ from ..lanes.events import EventLane
 from ..lanes.feed import Feed
 from ..packages.service import Installs
 from ..registry import Registry
+from ..sandbox.launcher import Sandbox
 from ..security.operators import PERMISSIONS, authenticate, require
 from ..store import records
 from ..store.db import Database
@@ -70,6 +71,7 @@ class Services:
     registry: Registry
     installs: Installs
     feed: Feed
+    sandbox: Sandbox
     ready: trio.Event = field(default_factory=trio.Event)
     admin_url: str = ""
     listeners: dict[str, str] = field(default_factory=dict)

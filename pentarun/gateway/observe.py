@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..sandbox.launcher import SandboxStatus
 from ..store import records
 from ..supervisor.stats import tier
 
@@ -19,11 +20,28 @@ if TYPE_CHECKING:
     from .app import Services
 
 
+SANDBOX_OFF_WARNING = (
+    "security.sandbox is off: plugin workers run unsandboxed, as the server's user, and can "
+    "step around every lane"
+)
+
+
+def sandbox_report(status: SandboxStatus) -> dict[str, Any]:
+    """How the sandbox stands, as readiness, plugin details and the start log show it."""
+    report: dict[str, Any] = {"ok": status.ok, "mode": status.mode}
+    if status.mode == "off":
+        report["warning"] = SANDBOX_OFF_WARNING
+    elif not status.ok:
+        report["reason"] = f"no worker starts: {status.reason}"
+    return report
+
+
 def readiness(services: Services) -> tuple[bool, dict[str, dict[str, Any]]]:
     """Ready when the runtime finished starting and every check is ok; the checks by name.
 
     store: the database answers a query; supervisor: workers by phase; listeners: the plugin
-    ports bound (name -> URL). Later issues add theirs (e.g. the sandbox).
+    ports bound (name -> URL); sandbox: whether workers can be sandboxed (with
+    `security.sandbox = "off"` it is ok, as the operator chose, and says so in `warning`).
     """
     checks: dict[str, dict[str, Any]] = {}
     try:
@@ -40,6 +58,7 @@ def readiness(services: Services) -> tuple[bool, dict[str, dict[str, Any]]]:
         "phases": phases,
     }
     checks["listeners"] = {"ok": True, "open": dict(services.listeners)}
+    checks["sandbox"] = sandbox_report(services.sandbox.status)
     ready = services.ready.is_set() and all(check["ok"] for check in checks.values())
     return ready, checks
 

@@ -33,6 +33,7 @@ from ..errors import (
 )
 from ..ipc.messages import CoreCall, HttpReply, Reply
 from ..lanes.core import CoreApi
+from ..sandbox.launcher import Sandbox
 from ..security.tokens import PluginTokens
 from ..store import records
 from ..store.db import Database, open_database
@@ -113,11 +114,17 @@ class _Harness:
 
 @asynccontextmanager
 async def _harness(
-    spec: WorkerSpec, manifest: Manifest, plan: TestPlan, config: SupervisorConfig, burst: int
+    spec: WorkerSpec,
+    manifest: Manifest,
+    plan: TestPlan,
+    config: SupervisorConfig,
+    burst: int,
+    *,
+    sandbox: Sandbox | None,
 ) -> AsyncIterator[_Harness]:
     with tempfile.TemporaryDirectory(prefix="pentarun-gates-") as tmp:
         async with open_database(Path(tmp) / "gates.db") as db, trio.open_nursery() as nursery:
-            platform = assemble(config, db)
+            platform = assemble(config, db, sandbox=sandbox)
             supervisor = platform.supervisor
             await nursery.start(supervisor.run)
             await records.upsert_plugin(
@@ -160,11 +167,12 @@ async def run_gates(
     burst: int = 50,
     progress: Progress | None = None,
     only: tuple[str, ...] = GATES,
+    sandbox: Sandbox | None = None,
 ) -> Report:
     started = time.time()
     say = progress or (lambda text: None)
     results: list[GateResult] = []
-    async with _harness(spec, manifest, plan, gate_config(config), burst) as h:
+    async with _harness(spec, manifest, plan, gate_config(config), burst, sandbox=sandbox) as h:
         gates: list[tuple[str, Callable[[_Harness], Awaitable[GateResult]]]] = [
             ("self", _self_gate),
             ("integration", _integration_gate),

@@ -8,6 +8,8 @@ Layout under the data directory:
 A plugin's requirements go into `<tree>/site` with `pip install --target` (wheels only, from
 the configured index or wheelhouse): its worker puts that directory first on its path, so
 they never reach the host or another plugin. A plugin without requirements gets no site.
+What pip put there is hashed right after (steps.py, integrity.py) and checked before every
+start, like the plugin's own files against plugin.id.
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ import trio
 
 from ..config import InstallConfig
 from ..supervisor.process import WorkerSpec
-from .identity import sha256
-from .problems import Problem
 
 SITE = "site"
 REQUIREMENTS = "requirements.txt"
@@ -50,8 +50,12 @@ class Layout:
 
 
 def worker_spec(key: str, root: Path, memory_limit_mb: int | None = None) -> WorkerSpec:
+    """How a plugin's worker starts from `root`. It never writes bytecode: a `__pycache__` in
+    its tree would be a file that plugin.id never listed (integrity.py counts it as extra)."""
     site = root / SITE
-    env = {"PYTHONPATH": str(site)} if site.is_dir() else {}
+    env = {"PYTHONDONTWRITEBYTECODE": "1"}
+    if site.is_dir():
+        env["PYTHONPATH"] = str(site)
     return WorkerSpec(key, root, env=env, memory_limit_mb=memory_limit_mb)
 
 
@@ -107,24 +111,6 @@ def promote(staging: Path, tree: Path) -> None:
         shutil.rmtree(tree)
     tree.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, tree)
-
-
-def verify_tree(tree: Path, hashes: Mapping[str, str]) -> list[Problem]:
-    """Re-hash the installed tree against plugin.id: nothing missing, changed or added."""
-    problems = []
-    for name, digest in sorted(hashes.items()):
-        path = tree / name
-        if not path.is_file():
-            problems.append(Problem("verify.missing_file", name, "missing from the installed tree"))
-        elif sha256(path.read_bytes()) != digest:
-            problems.append(Problem("verify.hash_mismatch", name, "changed after installation"))
-    for path in sorted(tree.rglob("*")):
-        rel = path.relative_to(tree)
-        if rel.parts[0] in (SITE, "plugin.id") or "__pycache__" in rel.parts or path.is_dir():
-            continue
-        if rel.as_posix() not in hashes:
-            problems.append(Problem("verify.unexpected_file", rel.as_posix(), "not in plugin.id"))
-    return problems
 
 
 def remove(path: Path) -> None:

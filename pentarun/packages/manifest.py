@@ -90,8 +90,9 @@ class HealthCheck(msgspec.Struct, frozen=True):
 
 
 class Resources(msgspec.Struct, frozen=True):
-    memory_limit: int = 256
-    cpu_limit: float = 0.5
+    memory_limit: int = 256  # MB, enforced by the kernel (cgroup) in the sandbox
+    cpu_limit: float = 0.5  # CPUs, a CPU quota in the sandbox
+    max_processes: int = 64  # processes and threads of the worker (cgroup pids.max)
 
 
 class Manifest(msgspec.Struct, frozen=True):
@@ -525,9 +526,10 @@ def _check_objects(c: _Checker, raw: dict[str, Any]) -> None:
         c.number(health.get("timeout_s", 2), ("health_check", "timeout_s"), 0.01, 600)
     resources = raw.get("resources", {})
     if c.typed(resources, dict, ("resources",), "an object"):
-        c.unknown_fields(resources, ("resources",), ("memory_limit", "cpu_limit"))
+        c.unknown_fields(resources, ("resources",), ("memory_limit", "cpu_limit", "max_processes"))
         c.number(resources.get("memory_limit", 256), ("resources", "memory_limit"), 64, 8192, True)
         c.number(resources.get("cpu_limit", 0.5), ("resources", "cpu_limit"), 0.1, 8.0)
+        c.number(resources.get("max_processes", 64), ("resources", "max_processes"), 16, 4096, True)
     schema = raw.get("config_schema", {"type": "object"})
     if c.typed(schema, dict, ("config_schema",), "a JSON Schema object"):
         if schema.get("type", "object") != "object":

@@ -10,6 +10,12 @@ plugins through the driver, plugins run from source (`run_from_source`) here. A 
 event from the supervisor drives the pipeline like an operator's quarantine; with
 `probation=True` (a crash loop of a plugin that had served well) it schedules probation.
 
+Every start of an installed plugin is checked first (`Integrity`, integrity.py, shared with
+the steps that run its tests): a tree that differs from what was installed is not started,
+the evidence is recorded (`integrity_failed` event and audit row, naming each changed,
+missing or extra file) and the plugin is quarantined. Each install view carries the security
+rating of what that version holds (rating.py), beside the pending approval, not in its digest.
+
 Operator actions change nothing when the pipeline refuses them (an enable's property
 assignments happen under the plugin's lock only once the pipeline took it). An uninstall
 reads the plugin's installs under that lock, so an upload that got in first is removed with
@@ -23,6 +29,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +51,7 @@ from .approval import wrong_digest_message
 from .driver import Driver, job_of, shown_install
 from .gates import run_gates
 from .installer import Layout
+from .integrity import Integrity, record_failure
 from .manifest import Manifest
 from .pipeline import (
     Approved,
@@ -56,6 +64,8 @@ from .pipeline import (
     Release,
     Stage,
 )
+from .problems import Problem
+from .rating import Rating, security_rating
 from .steps import GateRunner, PackageReader, Steps
 from .workers import PluginPorts, Workers
 
@@ -75,15 +85,29 @@ class Installs:
         ports: PluginPorts,
         *,
         gates: GateRunner = run_gates,
+        integrity: Integrity | None = None,
     ) -> None:
+        """`integrity` (shared with the supervisor's restarts, for its cache) checks every
+        installed tree before a worker runs from it."""
         self.config = config
         self.db = db
         self.supervisor = supervisor
         self.layout = Layout(data_dir)
         self.trust = TrustStore(Path(config.security.trust_store or data_dir / "trusted_keys"))
         self.reader = PackageReader(config, db, self.trust)
-        self.workers = Workers(supervisor, ports)
-        self.steps = Steps(config, db, self.layout, self.reader, gates)
+        self.integrity = integrity if integrity is not None else Integrity(db)
+        self.workers = Workers(
+            supervisor, ports, check=self.integrity.verify_before_start, refused=self._refused
+        )
+        self.steps = Steps(
+            config,
+            db,
+            self.layout,
+            self.reader,
+            gates,
+            sandbox=supervisor.sandbox,
+            integrity=self.integrity,
+        )
         self.driver = Driver(config, db, self.layout, self.steps, self.workers)
         self._nursery: trio.Nursery | None = None
         self._tests: dict[str, trio.CancelScope] = {}  # key -> its operator's test run
@@ -103,19 +127,35 @@ class Installs:
 
     # --- reading ------------------------------------------------------------------------------
 
-    def describe(self, key: str) -> dict[str, Any]:
-        """Install details for the plugin detail route."""
+    def describe(self, key: str, egress_grants: Sequence[str] = ()) -> dict[str, Any]:
+        """Install details for the plugin detail route; `egress_grants` are the operator's
+        grants to the plugin (for the security rating of each install shown)."""
         rows = records.installs_of(self.db, key)
         if not rows:
             return {}
         active = next((r for r in rows if r.active), None)
         latest = rows[-1]
-        out: dict[str, Any] = {"install": self._install_view(active or latest)}
+        out: dict[str, Any] = {"install": self._install_view(active or latest, egress_grants)}
         if active is not None and latest is not active and job_of(latest).stage not in TERMINAL:
-            out["upgrade"] = self._install_view(latest)
+            out["upgrade"] = self._install_view(latest, egress_grants)
         elif active is not None and latest is not active:
-            out["last_upgrade"] = self._install_view(latest)
+            out["last_upgrade"] = self._install_view(latest, egress_grants)
         return out
+
+    @property
+    def sandbox_on(self) -> bool:
+        return self.config.security.sandbox != "off"
+
+    def rating(self, row: records.InstallRow, egress_grants: Sequence[str] = ()) -> Rating:
+        """The security rating of what this install holds, on this server (rating.py)."""
+        requirements = row.approval.requirements if row.approval is not None else []
+        return security_rating(row.manifest, requirements, self.sandbox_on, egress_grants)
+
+    def plugin_rating(self, key: str, egress_grants: Sequence[str] = ()) -> Rating | None:
+        """The rating of the install the plugin's record shows; None for a plugin that is
+        not installed (run from source: the registry rates it)."""
+        rows = records.installs_of(self.db, key)
+        return self.rating(shown_install(rows), egress_grants) if rows else None
 
     async def wait_settled(self, key: str) -> records.InstallRow:
         """Wait until the plugin's latest install has no step running and needs no approval."""
@@ -127,7 +167,12 @@ class Installs:
                     return rows[-1]
             await self.driver.changed()
 
-    def _install_view(self, row: records.InstallRow) -> dict[str, Any]:
+    def _install_view(
+        self, row: records.InstallRow, egress_grants: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """One install; `security_rating` (what this version would hold) sits beside
+        `pending_approval`, never in it: the approval digest covers what the package asks,
+        while the rating moves with the server's sandbox setting and the operator's grants."""
         job = job_of(row)
         pending = row.approval if job.stage is Stage.DEPENDENCIES_PENDING else None
         return {
@@ -138,6 +183,7 @@ class Installs:
             "step": job.running or None,
             "active": row.active,
             "pending_approval": None if pending is None else msgspec.to_builtins(pending),
+            "security_rating": msgspec.to_builtins(self.rating(row, egress_grants)),
             "probation": _probation_view(job, self.config),
             "last_run_id": row.last_run_id,
             "created_at": row.created_at,
@@ -235,6 +281,7 @@ class Installs:
             detail={
                 "install": row.id,
                 "approval": msgspec.to_builtins(row.approval) if row.approval else None,
+                "security_rating": self.rating(row).score,  # as it stood when approved
             },
         )
 
@@ -426,7 +473,10 @@ class Installs:
             manifest=manifest,
         )
         records.record_event(self.db, key, "source_started", state="ENABLED", reason=str(root))
-        return await self.workers.start(key, root, manifest)
+        actor = await self.workers.start(key, root, manifest)
+        if actor is None:  # a source tree has no install to check against: never refused
+            raise Conflict(f"{key!r} could not be started from {root}")
+        return actor
 
     async def _forget_stale_sources(self) -> None:
         """Source plugins of an earlier run that this run was not asked to start are not
@@ -461,7 +511,17 @@ class Installs:
         )
         await self.workers.stop(key, reason)
 
-    # --- what the supervisor tells us ------------------------------------------------------
+    # --- integrity ---------------------------------------------------------------------------
+
+    def _refused(self, key: str, tree: Path, problems: list[Problem]) -> None:
+        """A start found the installed tree changed: record the evidence, quarantine (the
+        pipeline is driven in the background: the refused start runs under the plugin's lock)."""
+        reason = record_failure(self.db, key, tree.name, "start", problems)
+        self.supervisor.tokens.revoke(key)
+        self.driver.spawn(self._quarantine_tampered, tree.name, reason, key=key)
+
+    async def _quarantine_tampered(self, install_id: str, reason: str) -> None:
+        await self.driver.drive_logged(install_id, Quarantine(reason))
 
     def _on_actor_event(self, event: ActorEvent) -> None:
         if isinstance(event, Quarantined) and self._nursery is not None:

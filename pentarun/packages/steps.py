@@ -9,7 +9,10 @@ the trio thread) and the dependencies of the installed plugins.
 A package is inspected where something may have changed since: at upload, at validate (the
 trust store) and at install (which needs its files, perhaps long after an approval). The test
 suites and the self-test of `verify` use the manifest on the row and the test plan stored in
-the job at upload; `verify` checks the installed tree against plugin.id's hashes.
+the job at upload. `install` records the hashes of what pip put in `site/`; before any worker
+runs from a tree (every suite, staged or in place, and `verify`) the tree is checked against
+plugin.id's hashes and that record (integrity.py): a difference fails the step with the
+files named, and is recorded as an `integrity_failed` event and audit row.
 
 Full suites are bounded server-wide (`install.max_concurrent_suites` at once, the others
 wait with status `queued`) and known while under way (`suite_under_way(key)`). Test runs are stored
@@ -18,6 +21,7 @@ wait with status `queued`) and known while under way (`suite_under_way(key)`). T
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -29,6 +33,7 @@ import trio
 
 from .. import __version__
 from ..config import Config
+from ..sandbox.launcher import Sandbox
 from ..security.scopes import Level
 from ..security.trust import TrustStore
 from ..store import records
@@ -37,8 +42,9 @@ from ..store.records.installs import active_installs
 from . import installer
 from .approval import approval_for
 from .archive import ArchiveLimits
-from .gates import Report, run_gates
+from .gates import GateResult, Report, run_gates
 from .installer import InstallError, Layout
+from .integrity import Integrity, expected_of, record_failure
 from .manifest import Manifest
 from .package import InspectContext, Package, inspect_package
 from .pipeline import Event, Job, StepDone, StepFailed, Validated
@@ -94,7 +100,14 @@ class Steps:
         layout: Layout,
         reader: PackageReader,
         gates: GateRunner = run_gates,
+        *,
+        sandbox: Sandbox | None = None,
+        integrity: Integrity | None = None,
     ) -> None:
+        """`sandbox` runs the gates' workers (None: unsandboxed, `security.sandbox = "off"`);
+        `integrity` checks a tree before any worker runs from it."""
+        self.sandbox = sandbox
+        self.integrity = integrity if integrity is not None else Integrity(db)
         self.config = config
         self.db = db
         self.layout = layout
@@ -156,6 +169,8 @@ class Steps:
         staging = self.layout.staging(row.id)
         await trio.to_thread.run_sync(installer.write_tree, dict(package.files), staging)
         await installer.install_requirements(staging, self.config.install)
+        site = await self.integrity.record_site(staging)
+        await records.set_install_site_hashes(self.db, row.id, site)
         return StepDone()
 
     async def test(self, row: records.InstallRow) -> Event:
@@ -190,14 +205,23 @@ class Steps:
         self.claim(row.plugin_key, run_id)
         try:
             manifest, plan = await self.plan(row)
-            async with self._slot(run_id):
-                report = await self.gates(
-                    installer.worker_spec(row.plugin_key, tree, manifest.resources.memory_limit),
-                    manifest,
-                    plan,
-                    self.config.supervisor,
-                    burst=self.config.install.load_burst,
-                )
+            problems = await self.integrity.verify(tree, expected_of(row))
+            if problems:  # no worker runs from a tree that differs from what was installed
+                reason = record_failure(self.db, row.plugin_key, row.id, "testing", problems)
+                now = time.time()
+                report = Report(False, [GateResult("integrity", False, detail=reason)], now, now)
+            else:
+                async with self._slot(run_id):
+                    report = await self.gates(
+                        installer.worker_spec(
+                            row.plugin_key, tree, manifest.resources.memory_limit
+                        ),
+                        manifest,
+                        plan,
+                        self.config.supervisor,
+                        burst=self.config.install.load_burst,
+                        sandbox=self.sandbox,
+                    )
         except BaseException:
             with trio.CancelScope(shield=True):
                 await records.finish_test_run(
@@ -237,12 +261,9 @@ class Steps:
 
     async def verify(self, row: records.InstallRow) -> Event:
         tree = self.layout.tree(row.plugin_key, row.id)
-        problems = await trio.to_thread.run_sync(installer.verify_tree, tree, row.file_hashes)
+        problems = await self.integrity.verify(tree, expected_of(row))
         if problems:
-            return StepFailed(
-                "the installed tree differs from plugin.id: "
-                + "; ".join(f"{p.code} {p.path}" for p in problems)
-            )
+            return StepFailed(record_failure(self.db, row.plugin_key, row.id, "verify", problems))
         manifest, plan = await self.plan(row)
         report = await self.gates(
             installer.worker_spec(row.plugin_key, tree, manifest.resources.memory_limit),
@@ -250,6 +271,7 @@ class Steps:
             plan,
             self.config.supervisor,
             only=("self",),
+            sandbox=self.sandbox,
         )
         if not report.ok:
             return StepFailed(

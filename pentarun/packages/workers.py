@@ -1,12 +1,17 @@
 """The one path by which a plugin's worker starts and stops, installed or run from source.
 
-Starting a plugin means: its actor for this tree and manifest (kept when unchanged), released
-if it sat in quarantine, started, and its listener opened through the `PluginPorts` given at
-construction. Stopping closes the listener too. Nothing else starts workers for plugins.
+Starting a plugin means: its tree checked (`check`, integrity.py: an installed tree must
+hold exactly what was installed), its actor for this tree and manifest (kept when unchanged),
+released if it sat in quarantine, started, and its listener opened through the `PluginPorts`
+given at construction. A tree that differs starts nothing: `refused(key, tree, problems)`
+hears of it (the install service records the evidence and quarantines the plugin). Stopping
+closes the listener too. Nothing else starts workers for plugins (restarts after a crash
+happen in the supervisor's actor, which is given the same check).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -14,7 +19,11 @@ from ..supervisor.actor import WorkerActor
 from ..supervisor.policy import Phase
 from ..supervisor.supervisor import Supervisor
 from . import installer
+from .integrity import StartCheck
 from .manifest import Manifest
+from .problems import Problem
+
+Refused = Callable[[str, Path, list[Problem]], None]
 
 
 class PluginPorts(Protocol):
@@ -35,12 +44,34 @@ class NoPorts:
         return None
 
 
+async def unchecked(key: str, tree: Path) -> list[Problem]:
+    return []
+
+
+def ignore(key: str, tree: Path, problems: list[Problem]) -> None:
+    return None
+
+
 class Workers:
-    def __init__(self, supervisor: Supervisor, ports: PluginPorts) -> None:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        ports: PluginPorts,
+        *,
+        check: StartCheck = unchecked,
+        refused: Refused = ignore,
+    ) -> None:
         self.supervisor = supervisor
         self.ports = ports
+        self.check = check
+        self.refused = refused
 
-    async def start(self, key: str, root: Path, manifest: Manifest) -> WorkerActor:
+    async def start(self, key: str, root: Path, manifest: Manifest) -> WorkerActor | None:
+        """The started actor, or None when `root` failed the integrity check (nothing ran)."""
+        problems = await self.check(key, root)
+        if problems:
+            self.refused(key, root, problems)
+            return None
         spec = installer.worker_spec(key, root, manifest.resources.memory_limit)
         actor = await self.supervisor.replace(spec, manifest)
         if actor.phase is Phase.QUARANTINED:

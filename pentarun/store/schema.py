@@ -147,6 +147,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE ha_keys ADD COLUMN rate_limit_requests INTEGER;
     ALTER TABLE ha_keys ADD COLUMN rate_limit_window_s REAL;
     """,
+    # 6: the hashes of an install's site/ (its requirements), recorded after pip ran (NULL:
+    # installed before they were recorded)
+    """
+    ALTER TABLE plugin_installs ADD COLUMN site_hashes TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

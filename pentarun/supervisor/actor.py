@@ -45,6 +45,7 @@ from ..ipc.messages import (
     Welcome,
 )
 from ..packages.manifest import Manifest
+from ..sandbox.launcher import Sandbox
 from . import mailbox, policy
 from .events import (
     ActorEvent,
@@ -84,8 +85,15 @@ class Hooks:
 
 class WorkerActor:
     def __init__(
-        self, spec: WorkerSpec, config: SupervisorConfig, hooks: Hooks, manifest: Manifest
+        self,
+        spec: WorkerSpec,
+        config: SupervisorConfig,
+        hooks: Hooks,
+        manifest: Manifest,
+        sandbox: Sandbox | None = None,
     ) -> None:
+        """`sandbox` None means unsandboxed (`security.sandbox = "off"`, reported)."""
+        self.sandbox = sandbox
         self.key = spec.key
         self.spec = spec
         self.config = config
@@ -151,7 +159,7 @@ class WorkerActor:
         return self.telemetry.evidence()
 
     def usage(self) -> dict[str, float | None]:
-        return self.telemetry.usage(self.pid)
+        return self.telemetry.usage(self._gen.usage_sample() if self._gen else None)
 
     def serves(self, property_id: str) -> bool:
         """Whether the worker is running and assigned to this property."""
@@ -400,6 +408,8 @@ class WorkerActor:
             restarts=lambda: self.state.restarts,
             health_interval_s=self._health_interval_s,
             health_timeout_s=self._health_timeout_s,
+            sandbox=self.sandbox,
+            resources=self.manifest.resources,
         )
 
     def _emit(self, event: ActorEvent) -> None:

@@ -60,6 +60,8 @@ from ..ipc.messages import (
     call_message,
 )
 from ..ipc.messages import Ready as ReadyMessage
+from ..packages.manifest import Resources
+from ..sandbox.launcher import Sandbox, SandboxUnavailable
 from . import policy
 from .events import ActorEvent, CallRefused, HealthChecked, HealthResult, Spawned
 from .process import MAX_LINE, WorkerSpec, kill_now, read_lines, spawn, terminate
@@ -102,6 +104,8 @@ class Links:
     restarts: Callable[[], int]
     health_interval_s: float
     health_timeout_s: float
+    sandbox: Sandbox | None  # None: `security.sandbox = "off"`
+    resources: Resources
 
 
 class Generation:
@@ -249,6 +253,18 @@ class Generation:
         if self.hello is not None:
             self._send(message)
 
+    def usage_sample(self) -> tuple[float, int] | None:
+        """(CPU seconds, memory bytes) of the worker: its whole cgroup when sandboxed (the
+        process we started is bubblewrap's), else its process."""
+        spawned = self.spawned
+        if spawned is None or self.ended.is_set():
+            return None
+        if spawned.launch is None:
+            return process_usage(spawned.process.pid)
+        group = spawned.launch.cgroup
+        cpu, memory = group.cpu_seconds(), group.memory_bytes()
+        return None if cpu is None or memory is None else (cpu, memory)
+
     def kill(self) -> None:
         if self.spawned is not None:
             kill_now(self.spawned.process)
@@ -272,7 +288,14 @@ class Generation:
     async def run(self) -> None:
         links, config = self.links, self.links.config
         try:
-            self.spawned = await spawn(links.spec, config.max_frame_bytes)
+            self.spawned = await spawn(
+                links.spec, config.max_frame_bytes, links.sandbox, links.resources
+            )
+        except SandboxUnavailable as exc:  # fail closed: nothing runs unprotected
+            links.telemetry.last_exit = f"not started: sandbox unavailable: {exc}"
+            self._log("ERROR", links.telemetry.last_exit)
+            self._post(policy.StartRefused(f"sandbox unavailable: {exc}"))
+            return
         except OSError as exc:
             links.telemetry.last_exit = f"could not be started: {exc}"
             self._log("ERROR", links.telemetry.last_exit)
@@ -292,7 +315,8 @@ class Generation:
                 nursery.start_soon(self._startup_deadline)
                 nursery.start_soon(self._health_loop)
                 nursery.start_soon(self._token_refresh_loop)
-                if links.spec.memory_limit_mb is not None:
+                if links.spec.memory_limit_mb is not None and self.spawned.launch is None:
+                    # sandboxed, the kernel enforces it (cgroup); unsandboxed, this watch does
                     nursery.start_soon(self._memory_watch, links.spec.memory_limit_mb)
                 await process.wait()
                 self.fail_pending(WorkerCrashed(f"plugin {links.key!r} worker exited"))
@@ -306,6 +330,15 @@ class Generation:
                 await process.wait()  # reap it, even when the supervisor is being cancelled
                 await self.spawned.output.aclose()
                 await self.spawned.channel_stream.aclose()
+                launch = self.spawned.launch
+                if launch is not None:  # every process it started dies with it
+                    oom = launch.cgroup.oom_kills() > launch.cgroup.oom_kills_at_start
+                    await trio.to_thread.run_sync(launch.release)
+                    if oom:
+                        limit = links.resources.memory_limit
+                        detail = f"the kernel killed it at its memory_limit of {limit} MB"
+                        self._log("ERROR", f"memory limit exceeded: {detail}")
+                        self._post(policy.ResourceExceeded(detail))
             self.ended.set()
         code = process.returncode
         assert code is not None

@@ -85,6 +85,12 @@ class StartupTimeout(Event, frozen=True):
     pass
 
 
+class StartRefused(Event, frozen=True):
+    """The worker could not be started safely (the sandbox is unavailable): not a crash."""
+
+    reason: str = ""
+
+
 class ProtocolViolation(Event, frozen=True):
     detail: str = ""
 
@@ -197,6 +203,14 @@ class Policy:
             case Exited():
                 return self._exited(
                     msgspec.structs.replace(state, process_alive=False), event, now, rand
+                )
+            case StartRefused(reason=reason) if phase is Phase.STARTING:
+                return self._to(
+                    state,
+                    Phase.STOPPED,
+                    f"not started: {reason}",
+                    process_alive=False,
+                    next_retry_at=None,
                 )
             case StartupTimeout() if phase is Phase.STARTING:
                 timeout = self.config.startup_timeout_s

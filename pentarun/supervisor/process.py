@@ -23,6 +23,8 @@ from pathlib import Path
 import trio
 
 from ..ipc.env import IPC_FD_ENV, MAX_FRAME_ENV
+from ..packages.manifest import Resources
+from ..sandbox.launcher import Launch, Sandbox
 
 ENTRYPOINT = Path("worker") / "plugin_worker.py"
 MAX_LINE = 4096
@@ -66,32 +68,50 @@ class Spawned:
     process: trio.Process
     channel_stream: trio.SocketStream
     output: trio.lowlevel.FdStream
+    launch: Launch | None = None  # the sandbox's part (its cgroup); None when unsandboxed
 
 
-async def spawn(spec: WorkerSpec, max_frame: int) -> Spawned:
+async def spawn(
+    spec: WorkerSpec,
+    max_frame: int,
+    sandbox: Sandbox | None = None,
+    resources: Resources | None = None,
+) -> Spawned:
+    """Start the worker, in `sandbox` unless it is None (`security.sandbox = "off"`); raises
+    SandboxUnavailable when the sandbox cannot be set up (nothing starts)."""
+    argv = [spec.python, str(spec.entrypoint)]
+    launch = None
+    if sandbox is not None:
+        launch = await trio.to_thread.run_sync(
+            sandbox.prepare, spec.key, spec.root, resources or Resources(), argv
+        )
     parent, child = socket.socketpair()
     out_read, out_write = os.pipe()
     env = worker_environment(spec, child.fileno(), max_frame)
     try:
         process = await trio.lowlevel.open_process(
-            [spec.python, str(spec.entrypoint)],
+            argv if launch is None else launch.command,
             cwd=str(spec.root),
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out_write,
             stderr=out_write,
-            pass_fds=(child.fileno(),),
+            pass_fds=(child.fileno(), *(launch.pass_fds if launch else ())),
             start_new_session=True,
         )
     except BaseException:
         parent.close()
         os.close(out_read)
+        if launch is not None:
+            await trio.to_thread.run_sync(launch.release)
         raise
     finally:
         child.close()
         os.close(out_write)
+        if launch is not None:
+            launch.close_fds()
     stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent))
-    return Spawned(process, stream, trio.lowlevel.FdStream(out_read))
+    return Spawned(process, stream, trio.lowlevel.FdStream(out_read), launch)
 
 
 async def read_lines(stream: trio.lowlevel.FdStream, on_line: Callable[[str], None]) -> None:

@@ -20,6 +20,7 @@ from ..config import SupervisorConfig
 from ..errors import leaf
 from ..ipc.messages import CoreCall
 from ..packages.manifest import Manifest
+from ..sandbox.launcher import Sandbox
 from ..security.tokens import PluginTokens
 from ..store import records
 from ..store.db import Database
@@ -69,9 +70,12 @@ class Supervisor:
         *,
         directory: Directory | None = None,
         observers: Observers | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         """`core` answers workers' core calls; `directory` is shared with the lanes that look
-        workers up; `observers` hear every actor event (pentarun.assembly wires them)."""
+        workers up; `observers` hear every actor event (pentarun.assembly wires them);
+        `sandbox` starts every worker (None: unsandboxed, `security.sandbox = "off"`)."""
+        self.sandbox = sandbox
         self.config = config
         self.db = db
         self.tokens = tokens
@@ -91,9 +95,8 @@ class Supervisor:
         """Create the plugin's actor (not yet started); its scopes, events, hooks and health
         check come from its manifest."""
         assert self._nursery is not None, "supervisor is not running"
-        actor = WorkerActor(
-            spec, self.config, self._hooks(spec.key, list(manifest.scopes)), manifest
-        )
+        hooks = self._hooks(spec.key, list(manifest.scopes))
+        actor = WorkerActor(spec, self.config, hooks, manifest, self.sandbox)
         self.directory.add(actor)
         self._scopes[spec.key] = await self._nursery.start(self._run_actor, actor)
         return actor

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from .events import Evidence
-from .stats import CallStats, process_usage
+from .stats import CallStats
 
 EVIDENCE_LINES = 20
 
@@ -70,9 +70,9 @@ class Telemetry:
         lines = [f"{ln.level} {ln.logger}: {ln.message}" for ln in self.logs]
         return Evidence(self.last_exit, lines[-EVIDENCE_LINES:], self.last_call)
 
-    def usage(self, pid: int | None) -> dict[str, float | None]:
-        """CPU use since the last look (percent of one core) and resident memory of `pid`."""
-        sample = process_usage(pid) if pid is not None else None
+    def usage(self, sample: tuple[float, int] | None) -> dict[str, float | None]:
+        """CPU use since the last look (percent of one core) and memory, from a sample of
+        (CPU seconds, bytes) of the worker (its cgroup, or its process)."""
         if sample is None:
             self._cpu_sample = None
             return {"cpu_percent": None, "memory_mb": None, "cpu_seconds": None}

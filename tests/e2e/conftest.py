@@ -9,8 +9,9 @@ import msgspec
 import trio
 
 from pentarun.assembly import Platform, assemble
-from pentarun.config import SupervisorConfig
+from pentarun.config import SecurityConfig, SupervisorConfig
 from pentarun.packages.manifest import Manifest
+from pentarun.sandbox.launcher import Sandbox
 from pentarun.store import records
 from pentarun.store.db import Database, open_database
 from pentarun.supervisor.actor import WorkerActor
@@ -64,9 +65,15 @@ class Harness:
 
 
 @asynccontextmanager
-async def harness(tmp_path: Path, config: SupervisorConfig = FAST) -> AsyncIterator[Harness]:
+async def harness(
+    tmp_path: Path, config: SupervisorConfig = FAST, *, sandboxed: bool = False
+) -> AsyncIterator[Harness]:
+    """A supervisor on a fresh store; `sandboxed` starts its workers in the real sandbox."""
+    sandbox = Sandbox(SecurityConfig(), tmp_path) if sandboxed else None
+    if sandbox is not None:
+        assert (await trio.to_thread.run_sync(sandbox.check)).ok, sandbox.status.reason
     async with open_database(tmp_path / "pentarun.db") as db, trio.open_nursery() as nursery:
-        platform = assemble(config, db)
+        platform = assemble(config, db, sandbox=sandbox)
         supervisor = platform.supervisor
         await nursery.start(supervisor.run)
         try:

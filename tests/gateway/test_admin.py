@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from pentarun import plugin_config
 from pentarun.assembly import assemble
-from pentarun.config import load_config
+from pentarun.config import SecurityConfig, load_config
 from pentarun.gateway.app import Services, create_admin_app
 from pentarun.ipc.messages import HttpReply, Reply
 from pentarun.lanes.feed import Feed
@@ -20,6 +20,7 @@ from pentarun.packages.manifest import Manifest, Security
 from pentarun.packages.service import Installs
 from pentarun.packages.workers import NoPorts
 from pentarun.registry import Registry
+from pentarun.sandbox.launcher import Sandbox
 from pentarun.security.operators import ensure_root
 from pentarun.store import records
 from pentarun.store.db import open_database
@@ -36,8 +37,9 @@ async def admin(tmp_path, **sections):
         installs = Installs(config, tmp_path, db, supervisor, NoPorts())
         await nursery.start(installs.run)
         registry = Registry(db, supervisor, installs)
+        sandbox = Sandbox(SecurityConfig(sandbox="off"), tmp_path)  # no workers here
         services = Services(
-            config, tmp_path, db, supervisor, platform.events, registry, installs, Feed()
+            config, tmp_path, db, supervisor, platform.events, registry, installs, Feed(), sandbox
         )
         app = create_admin_app(services)
         yield app.test_client(), {"Authorization": f"Bearer {token}"}, services

@@ -56,6 +56,7 @@ class FakeSupervisor:
         self.observers = Observers()
         self.directory = Directory()
         self.tokens = PluginTokens()
+        self.sandbox = None
 
     async def replace(self, spec, manifest):
         current = self.directory.get(spec.key)

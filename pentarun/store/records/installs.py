@@ -31,6 +31,8 @@ class InstallRow(msgspec.Struct, frozen=True):
     last_run_id: str | None
     created_at: float
     updated_at: float
+    # site/ as pip installed it (relative to site/); None: installed before it was recorded
+    site_hashes: dict[str, str] | None = None
 
 
 def _install(r: sqlite3.Row) -> InstallRow:
@@ -47,6 +49,7 @@ def _install(r: sqlite3.Row) -> InstallRow:
         r["last_run_id"],
         r["created_at"],
         r["updated_at"],
+        json.loads(r["site_hashes"]) if r["site_hashes"] is not None else None,
     )
 
 
@@ -92,6 +95,13 @@ async def set_install_approval(db: Database, install_id: str, approval: Approval
     await db.execute(
         "UPDATE plugin_installs SET approval = ?, updated_at = ? WHERE id = ?",
         (msgspec.json.encode(approval).decode(), time.time(), install_id),
+    )
+
+
+async def set_install_site_hashes(db: Database, install_id: str, hashes: dict[str, str]) -> None:
+    await db.execute(
+        "UPDATE plugin_installs SET site_hashes = ?, updated_at = ? WHERE id = ?",
+        (json.dumps(hashes), time.time(), install_id),
     )
 
 

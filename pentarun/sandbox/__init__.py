@@ -1,0 +1,1 @@
+"""The worker sandbox: namespaces and mounts (bubblewrap), seccomp, cgroups (SPEC §6)."""

@@ -1,0 +1,179 @@
+"""The sandbox as the supervisor uses it: check it once, then prepare each worker's launch.
+
+    sandbox = Sandbox(settings, data_dir);  status = sandbox.check()   (blocking: off the loop)
+    launch = sandbox.prepare(spec, resources)                        (blocking: off the loop)
+    ... start launch.command with launch.pass_fds ...;  launch.close_fds();  launch.release()
+
+Fail closed: with `security.sandbox = "on"` and a sandbox that cannot be set up (no
+bubblewrap, no cgroups, no seccomp for this architecture, bubblewrap refusing), `prepare`
+raises SandboxUnavailable with the reason and no worker starts. `"off"` is the only way to run
+unsandboxed; it is reported by the server (start, /readyz, plugin detail, audit log).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from ..config import SecurityConfig
+from ..packages.manifest import Resources
+from . import bwrap, seccomp
+from .cgroups import CgroupUnavailable, WorkerCgroup, layout
+from .profile import Host, Limits, profile_for
+
+SYSTEM_DIRS = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin")
+SYSTEM_FILES = (
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+    "/etc/hosts",
+    "/etc/nsswitch.conf",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/alternatives",
+)
+SDK_DIR = str(Path(__file__).resolve().parents[1])  # the `pentarun` package
+
+
+class SandboxUnavailable(Exception):
+    """The sandbox cannot be set up: no worker may start (fail closed)."""
+
+
+class SandboxStatus(msgspec.Struct, frozen=True):
+    mode: str  # "on" | "off"
+    ok: bool
+    reason: str = ""
+
+
+@dataclass
+class Launch:
+    """One sandboxed start: the command, the descriptors it inherits, its cgroup."""
+
+    command: list[str]
+    pass_fds: tuple[int, ...]
+    cgroup: WorkerCgroup
+    _own_fds: list[int] = field(default_factory=list)
+
+    def close_fds(self) -> None:
+        """After the start: the child has its copies."""
+        for fd in self._own_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._own_fds.clear()
+
+    def release(self) -> None:
+        """After the worker ended: kill what is left in its cgroup and remove it."""
+        self.close_fds()
+        self.cgroup.remove()
+
+
+def host_paths(root: bool, uid_base: int) -> Host:
+    system = tuple(p for p in (*SYSTEM_DIRS, *SYSTEM_FILES) if os.path.exists(p))
+    python = tuple(dict.fromkeys((sys.base_prefix, sys.prefix)))
+    return Host(system=system, python=python, sdk=SDK_DIR, root=root, uid_base=uid_base)
+
+
+class Sandbox:
+    def __init__(self, settings: SecurityConfig, data_dir: Path) -> None:
+        self.settings = settings
+        self.data_dir = data_dir
+        self.host = host_paths(os.geteuid() == 0, settings.sandbox_uid_base)
+        # fail closed: "on" is unusable until check() has proven it works
+        self.status = SandboxStatus(settings.sandbox, settings.sandbox == "off", "not checked")
+        self._count = 0
+        self._checking = False
+
+    @property
+    def on(self) -> bool:
+        return self.settings.sandbox == "on"
+
+    def check(self) -> SandboxStatus:
+        """Whether workers can be sandboxed here: bubblewrap, cgroups and seccomp, tried for
+        real by running `true` in a sandbox. Blocking."""
+        if not self.on:
+            self.status = SandboxStatus("off", True, "sandbox disabled by security.sandbox")
+            return self.status
+        self._checking = True
+        try:
+            self._try()
+        except SandboxUnavailable as exc:
+            self.status = SandboxStatus("on", False, str(exc))
+        else:
+            self.status = SandboxStatus("on", True)
+        finally:
+            self._checking = False
+        return self.status
+
+    def _try(self) -> None:
+        if shutil.which(bwrap.BWRAP) is None:
+            raise SandboxUnavailable("bubblewrap (bwrap) is not installed")
+        if self.host.root and not os.path.exists(bwrap.SETPRIV):
+            raise SandboxUnavailable(f"{bwrap.SETPRIV} (util-linux) is not installed")
+        try:
+            layout()
+            seccomp.build_filter()
+        except (CgroupUnavailable, seccomp.UnsupportedArchitecture) as exc:
+            raise SandboxUnavailable(str(exc)) from None
+        tree = self.data_dir / "plugin-data" / "sandbox-check-tree"
+        tree.mkdir(parents=True, exist_ok=True)
+        launch = self.prepare("sandbox-check", tree, Resources(), ["/bin/true"])
+        try:
+            done = subprocess.run(
+                launch.command,
+                pass_fds=launch.pass_fds,
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+        finally:
+            launch.release()
+        if done.returncode != 0:
+            output = (done.stderr or done.stdout).decode(errors="replace").strip()
+            raise SandboxUnavailable(f"bubblewrap failed ({done.returncode}): {output[-300:]}")
+
+    def data_dir_of(self, key: str) -> Path:
+        return self.data_dir / "plugin-data" / key
+
+    def prepare(self, key: str, tree: Path, resources: Resources, argv: list[str]) -> Launch:
+        """Everything a sandboxed start of `argv` needs. Blocking (mkdir, chown, cgroup)."""
+        if not self.on:
+            raise SandboxUnavailable("the sandbox is off")
+        if not self.status.ok and not self._checking:
+            raise SandboxUnavailable(self.status.reason or "the sandbox was not checked")
+        data = self.data_dir_of(key)
+        data.mkdir(parents=True, exist_ok=True)
+        settings = self.settings
+        limits = Limits(
+            memory_mb=resources.memory_limit,
+            cpus=resources.cpu_limit,
+            max_processes=resources.max_processes,
+            open_files=settings.sandbox_open_files,
+            tmp_mb=settings.sandbox_tmp_mb,
+        )
+        profile = profile_for(key, str(tree), str(data), self.host, limits)
+        if profile.uid is not None:
+            os.chown(data, profile.uid, profile.uid)
+            data.chmod(0o700)
+        self._count += 1
+        try:
+            group = WorkerCgroup.create(
+                f"{key}-{os.getpid()}-{self._count}",
+                memory_mb=limits.memory_mb,
+                cpus=limits.cpus,
+                max_processes=limits.max_processes,
+            )
+        except (CgroupUnavailable, OSError) as exc:
+            raise SandboxUnavailable(f"cannot create the worker's cgroup: {exc}") from None
+        try:
+            program = seccomp.filter_fd(seccomp.build_filter())
+        except (ValueError, OSError, seccomp.UnsupportedArchitecture) as exc:
+            group.remove()
+            raise SandboxUnavailable(f"cannot build the seccomp filter: {exc}") from None
+        command = bwrap.command(profile, argv, seccomp_fd=program, cgroup_procs=group.procs_files)
+        return Launch(command, (program,), group, [program])
