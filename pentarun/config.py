@@ -92,6 +92,32 @@ class BenchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     silver_error_rate: float = 0.05
 
 
+class EgressConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The egress lane (lanes/egress.py): each plugin's proxy and its bounds.
+
+    Per plugin: `requests_per_minute` requests (CONNECT tunnels and forwarded requests; a
+    burst may use the whole minute's budget) and `max_connections` at once. Per forwarded
+    request: a body of at most `max_request_bytes`, a response body of at most
+    `max_response_bytes`, `request_timeout_s` from its first byte to its last. Per CONNECT
+    tunnel: `max_tunnel_bytes` both ways together, `tunnel_timeout_s` in all. Dialling (name
+    resolution and connect) takes at most `connect_timeout_s`; the request head must arrive
+    within `header_timeout_s` and fit `max_header_bytes`. `socket_dir` holds the plugins'
+    proxy sockets (empty: <data_dir>/egress).
+    """
+
+    requests_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 300
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] = 16
+    max_request_bytes: Annotated[int, msgspec.Meta(ge=0)] = 8 * 1024 * 1024
+    max_response_bytes: Annotated[int, msgspec.Meta(ge=0)] = 32 * 1024 * 1024
+    max_tunnel_bytes: Annotated[int, msgspec.Meta(ge=0)] = 128 * 1024 * 1024
+    request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    tunnel_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    header_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16 * 1024
+    socket_dir: str = ""
+
+
 PublicUrl = Annotated[str, msgspec.Meta(pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$")]
 
 
@@ -128,6 +154,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
     install: InstallConfig = msgspec.field(default_factory=InstallConfig)
     bench: BenchConfig = msgspec.field(default_factory=BenchConfig)
+    egress: EgressConfig = msgspec.field(default_factory=EgressConfig)
     listeners: dict[str, str | ListenerConfig] = msgspec.field(
         default_factory=lambda: {"homeassistant": "0.0.0.0:8129"}
     )

@@ -32,6 +32,7 @@ from .packages.package import DEFINITION, ENTRYPOINT, REQUIREMENTS
 from .packages.rating import Rating, security_rating
 from .packages.requirements import parse_requirements
 from .packages.service import Installs
+from .sandbox.launcher import SandboxStatus
 from .store import records
 from .store.db import Database
 from .supervisor.actor import WorkerActor
@@ -129,6 +130,14 @@ class Registry:
             "security_rating": None if rating is None else {"score": rating.score},
         }
 
+    def _sandbox(self) -> dict[str, object]:
+        """How this plugin's worker is confined: the server's sandbox state (off is reported
+        on every plugin, as the operator's choice)."""
+        sandbox = self.supervisor.sandbox
+        if sandbox is None:
+            return SandboxStatus("off", True).report()
+        return sandbox.status.report()
+
     def detail(self, key: str, egress_grants: Sequence[str] = ()) -> dict[str, Any]:
         row = self.plugin(key)
         rating = self.rating(row, egress_grants)
@@ -157,6 +166,7 @@ class Registry:
             "source_dir": row.source_dir,
             "properties": records.assigned_properties(self.db, key),
             "worker": worker,
+            "sandbox": self._sandbox(),
             "health": actor.last_health if actor else None,
             "created_at": row.created_at,
             "updated_at": row.updated_at,

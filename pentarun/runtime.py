@@ -22,14 +22,13 @@ from . import __version__
 from .assembly import assemble
 from .config import Config
 from .datadir import lock_data_dir
-from .gateway import observe
 from .gateway.app import Services, create_admin_app
 from .gateway.listeners import ListenerManager
 from .lanes.feed import Feed
 from .packages.builder import pack, read_tree
 from .packages.service import Installs
 from .registry import Registry
-from .sandbox.launcher import Sandbox
+from .sandbox.launcher import OFF_WARNING, Sandbox
 from .security import ha_keys
 from .security.operators import ensure_root, hash_token
 from .security.stream_tokens import StreamTokens, load_secret
@@ -154,7 +153,7 @@ async def _check_sandbox(config: Config, data_dir: Path, db: Database) -> Sandbo
     status = await trio.to_thread.run_sync(sandbox.check)
     if status.mode == "off":
         log.warning("*" * 78)
-        log.warning("%s", observe.SANDBOX_OFF_WARNING)
+        log.warning("%s", OFF_WARNING)
         log.warning("*" * 78)
         records.audit(db, "server", "security.sandbox_off", risk_score=100, detail={})
     elif not status.ok:

@@ -12,28 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..sandbox.launcher import SandboxStatus
 from ..store import records
 from ..supervisor.stats import tier
 
 if TYPE_CHECKING:
     from .app import Services
-
-
-SANDBOX_OFF_WARNING = (
-    "security.sandbox is off: plugin workers run unsandboxed, as the server's user, and can "
-    "step around every lane"
-)
-
-
-def sandbox_report(status: SandboxStatus) -> dict[str, Any]:
-    """How the sandbox stands, as readiness, plugin details and the start log show it."""
-    report: dict[str, Any] = {"ok": status.ok, "mode": status.mode}
-    if status.mode == "off":
-        report["warning"] = SANDBOX_OFF_WARNING
-    elif not status.ok:
-        report["reason"] = f"no worker starts: {status.reason}"
-    return report
 
 
 def readiness(services: Services) -> tuple[bool, dict[str, dict[str, Any]]]:
@@ -58,7 +41,7 @@ def readiness(services: Services) -> tuple[bool, dict[str, dict[str, Any]]]:
         "phases": phases,
     }
     checks["listeners"] = {"ok": True, "open": dict(services.listeners)}
-    checks["sandbox"] = sandbox_report(services.sandbox.status)
+    checks["sandbox"] = services.sandbox.status.report()
     ready = services.ready.is_set() and all(check["ok"] for check in checks.values())
     return ready, checks
 

@@ -334,8 +334,11 @@ def admit(
 def choose(
     admitted: Admitted, grants: Sequence[Grant], addresses: Sequence[str]
 ) -> Allowed | Refusal:
-    """Which of the resolved `addresses` the plugin may reach (module docstring)."""
+    """Which of the resolved `addresses` the plugin may reach (module docstring); an IP
+    literal target is its own (only) address."""
     target = admitted.target
+    if target.literal is not None:
+        addresses = [target.host]
     permitted: list[str] = []
     granted = False
     refused: list[tuple[AddressClass, str]] = []

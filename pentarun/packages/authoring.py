@@ -18,6 +18,7 @@ import trio
 
 from .. import __version__
 from ..config import Config
+from ..sandbox.launcher import Sandbox
 from ..security import signing
 from ..security.trust import KEY_ID, load_trust_store
 from . import installer
@@ -245,7 +246,13 @@ async def test_path(path: Path, config: Config, ctx: InspectContext, say: Say) -
                 await installer.install_requirements(tree, config.install)
             except installer.InstallError as exc:
                 raise AuthoringError(str(exc)) from exc
-        say(f"running the gates of {package.key} {package.version}")
+        sandbox = Sandbox(config.security, Path(tmp) / "data")
+        status = await trio.to_thread.run_sync(sandbox.check)
+        if status.mode == "off":
+            say("warning: security.sandbox is off: the gates run the worker unsandboxed")
+        elif not status.ok:  # fail closed, as the server does
+            raise AuthoringError(f"the sandbox cannot be set up: {status.reason}")
+        say(f"running the gates of {package.key} {package.version} (sandbox {status.mode})")
         return await run_gates(
             installer.worker_spec(package.key, tree, package.manifest.resources.memory_limit),
             package.manifest,
@@ -253,6 +260,7 @@ async def test_path(path: Path, config: Config, ctx: InspectContext, say: Say) -
             config.supervisor,
             burst=config.install.load_burst,
             progress=say,
+            sandbox=sandbox if sandbox.on else None,
         )
 
 

@@ -9,6 +9,7 @@ the worker fails too: the run fails closed.
 
 from __future__ import annotations
 
+import socket
 import statistics
 import tempfile
 import time
@@ -33,7 +34,7 @@ from ..errors import (
 )
 from ..ipc.messages import CoreCall, HttpReply, Reply
 from ..lanes.core import CoreApi
-from ..sandbox.launcher import Sandbox
+from ..sandbox.launcher import Sandbox, escape_probes
 from ..security.tokens import PluginTokens
 from ..store import records
 from ..store.db import Database, open_database
@@ -110,6 +111,8 @@ class _Harness:
     plan: TestPlan
     call_timeout: float
     burst: int
+    spec: WorkerSpec
+    sandbox: Sandbox | None
 
 
 @asynccontextmanager
@@ -151,6 +154,8 @@ async def _harness(
                     plan,
                     config.call_timeout_s,
                     burst,
+                    spec,
+                    sandbox,
                 )
             finally:
                 with trio.CancelScope(shield=True):
@@ -321,6 +326,7 @@ async def _security_gate(h: _Harness) -> GateResult:
     cases.append(
         await refused("core refuses a revoked token", valid, HOME, TokenInvalid, "revoked")
     )
+    cases += await _escape_cases(h)
     h.actor.refresh_token()  # the worker's own token was revoked with the rest
     for handler in h.manifest.handlers[:1]:
         try:
@@ -335,6 +341,26 @@ async def _security_gate(h: _Harness) -> GateResult:
         except PropertyNotAssigned:
             cases.append(CaseResult("calls for an unassigned property are refused", True))
     return GateResult("security", all(c.ok for c in cases), cases)
+
+
+async def _escape_cases(h: _Harness) -> list[CaseResult]:
+    """The built-in escape probes in the plugin's own sandbox (fail closed on any)."""
+    if h.sandbox is None:
+        return [CaseResult("sandbox escape probes", True, "skipped: security.sandbox is off")]
+    with socket.socket() as listener:  # a host port the probes must not reach
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        results = await trio.to_thread.run_sync(
+            escape_probes,
+            h.sandbox,
+            h.manifest.key,
+            h.spec.root,
+            h.manifest.resources,
+            listener.getsockname()[1],
+        )
+    return [
+        CaseResult(f"sandbox keeps it from: {r.probe}", not r.escaped, r.detail) for r in results
+    ]
 
 
 async def _load_gate(h: _Harness) -> GateResult:

@@ -45,10 +45,26 @@ class SandboxUnavailable(Exception):
     """The sandbox cannot be set up: no worker may start (fail closed)."""
 
 
+OFF_WARNING = (
+    "security.sandbox is off: plugin workers run unsandboxed, as the server's user, and can "
+    "step around every lane"
+)
+
+
 class SandboxStatus(msgspec.Struct, frozen=True):
     mode: str  # "on" | "off"
     ok: bool
     reason: str = ""
+
+    def report(self) -> dict[str, object]:
+        """How the sandbox stands, as /readyz, each plugin's detail and the start log say it
+        (off is ok, as the operator chose, and says so in `warning`)."""
+        report: dict[str, object] = {"ok": self.ok, "mode": self.mode}
+        if self.mode == "off":
+            report["warning"] = OFF_WARNING
+        elif not self.ok:
+            report["reason"] = f"no worker starts: {self.reason}"
+        return report
 
 
 @dataclass
@@ -177,3 +193,42 @@ class Sandbox:
             raise SandboxUnavailable(f"cannot build the seccomp filter: {exc}") from None
         command = bwrap.command(profile, argv, seccomp_fd=program, cgroup_procs=group.procs_files)
         return Launch(command, (program,), group, [program])
+
+
+PROBES = str(Path(__file__).resolve().parent / "probes.py")
+
+
+class ProbeResult(msgspec.Struct, frozen=True):
+    probe: str
+    escaped: bool
+    detail: str
+
+
+def escape_probes(
+    sandbox: Sandbox, key: str, tree: Path, resources: Resources, port: int
+) -> list[ProbeResult]:
+    """Run the built-in escape probes (probes.py) in `key`'s own sandbox, as the plugin's code
+    would run: its tree, its limits, its seccomp filter. Blocking; the security gate fails
+    closed if any probe got through or the probes could not run."""
+    data = sandbox.data_dir
+    args = {
+        "secrets": [str(data / name) for name in ("admin.token", "stream.secret", "pentarun.db")],
+        "writable": [str(data / "escape-probe"), str(tree / "escape-probe")],
+        "own": str(tree / "worker" / "plugin_worker.py"),
+        "server_pid": os.getpid(),
+        "port": port,
+        "max_processes": resources.max_processes,
+    }
+    launch = sandbox.prepare(f"{key}-probes", tree, resources, [sys.executable, PROBES])
+    launch.command.append(msgspec.json.encode(args).decode())
+    try:
+        done = subprocess.run(
+            launch.command, pass_fds=launch.pass_fds, capture_output=True, timeout=60, check=False
+        )
+    finally:
+        launch.release()
+    try:
+        return msgspec.json.decode(done.stdout, type=list[ProbeResult])
+    except msgspec.DecodeError:
+        output = (done.stderr or done.stdout).decode(errors="replace")[-300:]
+        return [ProbeResult("the escape probes ran", True, f"exit {done.returncode}: {output}")]

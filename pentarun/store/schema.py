@@ -152,6 +152,17 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE plugin_installs ADD COLUMN site_hashes TEXT;
     """,
+    # 7: the egress lane: an operator's grants to a plugin, and its refused requests
+    """
+    CREATE TABLE plugin_egress (
+        plugin_key TEXT PRIMARY KEY REFERENCES enhanced_plugins(key) ON DELETE CASCADE,
+        hosts TEXT NOT NULL DEFAULT '[]',
+        refusals INTEGER NOT NULL DEFAULT 0,
+        last_refused_at REAL,
+        updated_at REAL,
+        updated_by TEXT NOT NULL DEFAULT ''
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

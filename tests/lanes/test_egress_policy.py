@@ -202,7 +202,8 @@ def test_grant_risk_follows_what_a_grant_opens():
     assert grant_risk(parse_grant("192.168.1.0/24")) == 40
     assert grant_risk(parse_grant("169.254.0.0/16")) == 90  # holds the metadata address
     assert grant_risk(parse_grant("127.0.0.1:8128")) == 80
-    assert grant_risk(parse_grant("fd00::/16")) == 40
+    assert grant_risk(parse_grant("fd12::/16")) == 40
+    assert grant_risk(parse_grant("fd00::/16")) == 90  # holds AWS IMDS over IPv6
 
 
 def test_domains_match_exactly_and_wildcards_only_strict_subdomains():

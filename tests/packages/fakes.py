@@ -102,7 +102,9 @@ class FakeGates:
         self.most = 0
         self.plans: list[object] = []
 
-    async def __call__(self, spec, manifest, plan, config, *, burst=50, progress=None, only=GATES):
+    async def __call__(
+        self, spec, manifest, plan, config, *, burst=50, progress=None, only=GATES, sandbox=None
+    ):
         self.plans.append(plan)
         ok = True
         if only == GATES:

@@ -4,6 +4,13 @@ Writes a request waits for go through `Database.write`; bookkeeping nobody waits
 checks, lifecycle events, audit) goes through `Database.defer` and is group-committed.
 """
 
+from .egress import (
+    EgressRow,
+    count_egress_refusals,
+    egress_grants,
+    get_egress,
+    set_egress_grants,
+)
 from .installs import (
     InstallRow,
     TestRunRow,
@@ -83,6 +90,7 @@ __all__ = [
     "AuditPage",
     "AuditRow",
     "CameraRow",
+    "EgressRow",
     "EventRow",
     "HaKeyRateLimit",
     "HaKeyRow",
@@ -99,6 +107,7 @@ __all__ = [
     "audit",
     "audit_page",
     "cameras_of",
+    "count_egress_refusals",
     "count_operators",
     "create_camera",
     "create_ha_key",
@@ -106,9 +115,11 @@ __all__ = [
     "create_operator",
     "create_property",
     "delete_plugin",
+    "egress_grants",
     "finish_test_run",
     "get_camera",
     "get_config",
+    "get_egress",
     "get_ha_key",
     "get_install",
     "get_operator",
@@ -132,6 +143,7 @@ __all__ = [
     "revoke_operator",
     "save_install",
     "set_config",
+    "set_egress_grants",
     "set_install_approval",
     "set_install_site_hashes",
     "set_install_test_run",
