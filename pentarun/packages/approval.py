@@ -6,6 +6,9 @@ risk and whether it is one that needs approval, the requirement lines, the plugi
 and the package it is about. `digest` is the sha256 of the canonical JSON of everything else in
 the approval: it is the only digest at the top level and the only value an operator echoes
 (the package's own hash is `package.sha256`, nested so it cannot be mistaken for it).
+The security rating (rating.py) is shown beside the approval, never in it: it moves with the
+server's sandbox setting and the operator's egress grants, while what an operator approves
+(and echoes) is only what the package asks for.
 """
 
 from __future__ import annotations

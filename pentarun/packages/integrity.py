@@ -55,6 +55,7 @@ from .problems import Problem
 SITE = "site"
 RACY_NS = 2_000_000_000
 MAX_ENTRIES = 200_000
+MAX_EVIDENCE = 100  # file names of each kind kept in an event or audit row
 
 Hasher = Callable[[io.BufferedReader], str]
 # what a start path (and the supervisor, for restarts) calls before a worker starts
@@ -184,7 +185,10 @@ def check_tree(tree: Path, expected: ExpectedTree, cache: DigestCache) -> list[P
         return [Problem(MISSING, ".", "the installed tree is missing")]
     if not stat.S_ISDIR(top.st_mode):
         return [Problem(CHANGED, ".", "the installed tree is not a directory")]
-    present = scan(tree)
+    try:
+        present = scan(tree)
+    except OSError as exc:  # fail closed: what cannot be read cannot be vouched for
+        return [Problem(CHANGED, ".", f"the installed tree could not be read: {exc}")]
     present.pop(PLUGIN_ID, None)
     hashes = expected.hashes()
     problems = []
@@ -249,10 +253,15 @@ class Integrity:
         return row if row is not None and row.plugin_key == key else None
 
 
-def evidence(problems: list[Problem]) -> dict[str, list[str]]:
-    """The JSON evidence of a failed check (for events and the audit log)."""
+def evidence(problems: list[Problem]) -> dict[str, object]:
+    """The JSON evidence of a failed check (for events and the audit log): the files of each
+    kind (the first `MAX_EVIDENCE`) and how many there are."""
     diff = diff_of(problems)
-    return {"changed": diff.changed, "missing": diff.missing, "extra": diff.extra}
+    kinds = {"changed": diff.changed, "missing": diff.missing, "extra": diff.extra}
+    return {
+        **{kind: names[:MAX_EVIDENCE] for kind, names in kinds.items()},
+        "counts": {kind: len(names) for kind, names in kinds.items()},
+    }
 
 
 def record_failure(

@@ -58,6 +58,7 @@ from ..ipc.messages import (
     TokenRefresh,
     Welcome,
 )
+from . import egress
 from .context import Context
 from .types import Error, Response, Stream
 
@@ -68,6 +69,10 @@ EventHandler = Callable[[Context, dict[str, Any]], Awaitable[None]]
 F = TypeVar("F", bound=Callable[..., Any])
 
 log = logging.getLogger("pentarun.sdk")
+
+# The egress relay and the proxy variables, before plugin code builds an HTTP client: this
+# module is imported by `import pentarun.sdk` (sdk/egress.py; nothing without an egress socket)
+egress.ensure_relay()
 
 # the id of the Call whose handler runs in this context (None outside calls): records logged
 # here are marked `in_call`
@@ -139,6 +144,7 @@ class Plugin:
         if fd_text is None:
             sys.exit(f"{IPC_FD_ENV} is not set: workers are started by the pentarun supervisor")
         max_frame = int(os.environ.get(MAX_FRAME_ENV, DEFAULT_MAX_FRAME))
+        egress.ensure_relay()  # started at import already, unless the environment came later
         os.dup2(2, 1)  # print() goes to stderr, never to the channel
         sock = socket.socket(fileno=int(fd_text))
         trio.run(_Worker(self, max_frame).serve, sock)

@@ -384,7 +384,7 @@ async def test_readiness_names_its_checks(tmp_path):
     async with admin(tmp_path) as (client, _, services):
         waiting = await (await client.get("/readyz")).get_json()
         assert waiting["ready"] is False
-        assert set(waiting["checks"]) == {"store", "supervisor", "listeners"}
+        assert set(waiting["checks"]) == {"store", "supervisor", "listeners", "sandbox"}
         assert waiting["checks"]["store"] == {"ok": True}
         services.ready.set()
         services.listeners = {"homeassistant": "http://127.0.0.1:8129"}

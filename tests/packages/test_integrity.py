@@ -12,6 +12,7 @@ from pentarun.packages.integrity import (
     Integrity,
     check_tree,
     diff_of,
+    evidence,
     hash_site,
     sha256_of,
     summary,
@@ -108,9 +109,7 @@ def test_a_change_in_the_same_tick_as_the_hashing_is_caught(tmp_path):
     before = os.stat(target)
     target.write_bytes(b"X = 2\n")
     os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
-    assert codes(check_tree(tree, expected(), cache)) == [
-        ("integrity.changed", "worker/helper.py")
-    ]
+    assert codes(check_tree(tree, expected(), cache)) == [("integrity.changed", "worker/helper.py")]
     assert len(hasher.reads) == 2 * len(FILES)
 
 
@@ -207,3 +206,25 @@ def test_the_cache_is_bounded(tmp_path, entries):
     cache = DigestCache(max_entries=100, clock=lambda: time.time_ns() + LONG_AGO)
     check_tree(tree, expected({f"f{i}": b"x" for i in range(entries)}), cache)
     assert len(cache) <= 100
+
+
+def test_the_evidence_names_each_kind_and_is_bounded(tmp_path):
+    tree = make_tree(tmp_path / "t")
+    for i in range(150):
+        (tree / f"junk{i:03}.py").write_text("")
+    (tree / "README.md").write_text("changed")
+    found = evidence(check_tree(tree, expected(), DigestCache()))
+    assert found["changed"] == ["README.md"] and found["missing"] == []
+    assert len(found["extra"]) == 100 and found["extra"][0] == "junk000.py"
+    assert found["counts"] == {"changed": 1, "missing": 0, "extra": 150}
+
+
+def test_a_tree_that_cannot_be_read_fails_closed(tmp_path, monkeypatch):
+    tree = make_tree(tmp_path / "t")
+
+    def unreadable(root):
+        raise PermissionError(13, "Permission denied", str(root))
+
+    monkeypatch.setattr("pentarun.packages.integrity.scan", unreadable)
+    (problem,) = check_tree(tree, expected(), DigestCache())
+    assert problem.code == "integrity.changed" and "could not be read" in problem.message

@@ -10,7 +10,9 @@ from pentarun.security.scopes import SCOPES
 
 scope_lists = st.lists(st.sampled_from(sorted(SCOPES)), max_size=8)
 domain_lists = st.lists(st.sampled_from(["api.example.com", "cdn.example.org"]), max_size=2)
-grant_lists = st.lists(st.sampled_from(["192.168.1.10:554", "10.0.0.0/24", "cam.lan:80"]), max_size=3)
+grant_lists = st.lists(
+    st.sampled_from(["192.168.1.10:554", "10.0.0.0/24", "cam.lan:80"]), max_size=3
+)
 requirement_lists = st.lists(st.from_regex(r"[a-z]{1,8}==1\.[0-9]", fullmatch=True), max_size=3)
 trait_lists = st.lists(st.sampled_from(["example", "handles_pii", "handles_phi"]), max_size=3)
 classifications = st.lists(st.sampled_from(["internal", "pii", "phi"]), min_size=1, max_size=2)
@@ -111,7 +113,9 @@ def test_read_only_is_the_safest():
 
 def test_a_listener_costs_a_point_and_the_bonus():
     # the Home Assistant plugin: three read scopes and a listener
-    ha = security_rating(manifest(["properties:read", "cameras:read", "streams:read"], listener=True))
+    ha = security_rating(
+        manifest(["properties:read", "cameras:read", "streams:read"], listener=True)
+    )
     assert ha.score == 4
     assert rules(ha) == {"sandbox": 0, "listener": -1}
     assert "port 8130" in ha.reasons[-1].text

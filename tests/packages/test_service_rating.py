@@ -54,4 +54,6 @@ async def test_the_detail_has_the_rating_with_reasons_and_the_list_only_its_scor
         row = registry.plugin("demo")
         assert registry.summary(row)["security_rating"] == {"score": 6}
         assert registry.summary(row, ["10.0.0.5:80"])["security_rating"] == {"score": 4}
-        assert w.installs.describe("demo")["install"]["security_rating"] == detail["security_rating"]
+        assert (
+            w.installs.describe("demo")["install"]["security_rating"] == detail["security_rating"]
+        )
