@@ -98,7 +98,8 @@ class EgressConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     Per plugin: `requests_per_minute` requests (CONNECT tunnels and forwarded requests; a
     burst may use the whole minute's budget) and `max_connections` at once. Per forwarded
     request: a body of at most `max_request_bytes`, a response body of at most
-    `max_response_bytes`, `request_timeout_s` from its first byte to its last. Per CONNECT
+    `max_response_bytes`, `request_timeout_s` from its head to the response's last byte
+    (resolving and dialling included). Per CONNECT
     tunnel: `max_tunnel_bytes` both ways together, `tunnel_timeout_s` in all. Dialling (name
     resolution and connect) takes at most `connect_timeout_s`; the request head must arrive
     within `header_timeout_s` and fit `max_header_bytes`. `socket_dir` holds the plugins'

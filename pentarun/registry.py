@@ -27,6 +27,7 @@ import trio
 
 from . import __version__
 from .errors import BadRequest, NotFound
+from .lanes.egress import egress_detail
 from .packages.manifest import Manifest, validate_manifest
 from .packages.package import DEFINITION, ENTRYPOINT, REQUIREMENTS
 from .packages.rating import Rating, security_rating
@@ -167,6 +168,7 @@ class Registry:
             "properties": records.assigned_properties(self.db, key),
             "worker": worker,
             "sandbox": self._sandbox(),
+            "egress": egress_detail(self.db, key),  # operator grants, refused requests
             "health": actor.last_health if actor else None,
             "created_at": row.created_at,
             "updated_at": row.updated_at,

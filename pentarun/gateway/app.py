@@ -179,6 +179,7 @@ def _route_limits(app: AdminApp) -> Callable[[str, str], int]:
 
 def create_admin_app(services: Services) -> AdminApp:
     # the route modules import this one: imported here, once the app is being built
+    from .routes_egress import bp as egress  # noqa: PLC0415
     from .routes_operators import bp as operators  # noqa: PLC0415
     from .routes_plugins import bp as plugins  # noqa: PLC0415
     from .routes_properties import bp as properties  # noqa: PLC0415
@@ -188,7 +189,7 @@ def create_admin_app(services: Services) -> AdminApp:
 
     app = AdminApp(services)
     app.config["MAX_CONTENT_LENGTH"] = max(body_limits(services.config).values())
-    for blueprint in (watch, plugins, workers, properties, operators, trust):
+    for blueprint in (watch, plugins, workers, properties, operators, trust, egress):
         app.register_blueprint(blueprint)
     app.request_class = bounded_request_class(_route_limits(app))
     drain_unread_bodies(app)

@@ -19,12 +19,14 @@ absolute-form `GET http://host/path` (any method, forwarded). For each, in this 
      chooses among the addresses (loopback, private, link-local, metadata... need a grant);
   5. the core dials the chosen address itself (never the name again), within
      `connect_timeout_s`; 6. the request runs within its bounds (egress_http.py).
-A refusal is answered 400/403/413/429 with a short text naming the reason (also in the
-`X-Pentarun-Egress-Refused` header), audited `egress.refused` with its risk score and counted
-for the plugin's detail (rate and connection refusals: one row per reason per minute, carrying
-`count`). Every request that got through the policy is audited `egress.request` (host, port,
-address, status, bytes each way, duration, and `error` if it failed). Grants are read from the
-store on every request: a change takes effect at once (an open tunnel runs out its bounds).
+A refusal is answered 400/403/429 with a short text naming the reason (also in the
+`X-Pentarun-Egress-Refused` header), audited `egress.refused` with its risk score (before the
+answer is sent) and counted for the plugin's detail (rate and connection refusals: one row per
+reason per minute, carrying `count`). Every request that got through the policy is audited
+`egress.request` (host, port, address, status, bytes each way, duration, and `error` when it
+failed: 413/502/504 with `X-Pentarun-Egress-Error`, or cut off past a bound). Grants are
+read from the store on every request: a change takes effect at once (an open tunnel runs out
+its bounds).
 """
 
 from __future__ import annotations
@@ -54,7 +56,16 @@ from ..store import records
 from ..store.db import Database
 from .calls import clip
 from .egress_addresses import Target, TargetError, parse_authority, parse_proxy_url
-from .egress_http import Client, Limits, Outcome, forward, simple_response, tunnel
+from .egress_http import (
+    LINGER_S,
+    Client,
+    Limits,
+    Outcome,
+    answer_and_close,
+    forward,
+    simple_response,
+    tunnel,
+)
 from .egress_policy import (
     Admitted,
     Grant,
@@ -75,6 +86,7 @@ SAMPLE_WINDOW_S = 60.0
 KEY = re.compile(r"^[a-z][a-z0-9-]{1,62}\Z")
 SUN_PATH_MAX = 107  # bytes of a Unix socket path (longer ones are reached through /proc)
 ALLOWED_RISK = 0
+OVER_LIMIT_LINGER_S = 0.1
 GRANTED_RISK = 10  # an allowed request that reached a non-public address through a grant
 
 
@@ -157,6 +169,7 @@ class EgressLane:
             config.max_request_bytes, config.max_response_bytes, config.max_tunnel_bytes
         )
         self._proxies: dict[str, PluginProxy] = {}
+        self._changing = trio.Lock()  # one open or close at a time
         self._grants: dict[str, tuple[tuple[str, ...], tuple[Grant, ...]]] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -191,25 +204,27 @@ class EgressLane:
     async def open(self, key: str, manifest: Manifest) -> None:
         """Serve the plugin's proxy socket (a plugin already served gets the new manifest;
         its socket stays, so a worker restart keeps its mount)."""
-        proxy = self._proxies.get(key)
-        if proxy is not None:
-            proxy.manifest = manifest
-            return
-        if self._nursery is None:
-            raise RuntimeError("the egress lane is not running")
-        path = self.socket_path(key)
-        owner = self.socket_owner(key)
-        sock = await trio.to_thread.run_sync(listen_unix, path, owner)
-        proxy = PluginProxy(self, key, manifest, path, sock)
-        self._proxies[key] = proxy
-        await self._nursery.start(proxy.serve)
+        async with self._changing:
+            proxy = self._proxies.get(key)
+            if proxy is not None:
+                proxy.manifest = manifest
+                return
+            if self._nursery is None:
+                raise RuntimeError("the egress lane is not running")
+            path = self.socket_path(key)
+            owner = self.socket_owner(key)
+            sock = await trio.to_thread.run_sync(listen_unix, path, owner)
+            proxy = PluginProxy(self, key, manifest, path, sock)
+            self._proxies[key] = proxy
+            await self._nursery.start(proxy.serve)
 
     async def close(self, key: str) -> None:
         """Stop serving the plugin (its open connections end) and remove its socket."""
-        proxy = self._proxies.pop(key, None)
-        if proxy is not None:
-            proxy.cancel.cancel()
-            await proxy.closed.wait()
+        async with self._changing:
+            proxy = self._proxies.pop(key, None)
+            if proxy is not None:
+                proxy.cancel.cancel()
+                await proxy.closed.wait()
 
     def grants(self, key: str) -> tuple[Grant, ...]:
         """The plugin's operator grants as stored now (parsed once per change)."""
@@ -410,21 +425,20 @@ class PluginProxy:
         method: str = "",
         target: Target | None = None,
     ) -> None:
+        n = (
+            self.sampler.note(refusal.reason, trio.current_time())
+            if refusal.reason in SAMPLED
+            else 1
+        )
+        if n:  # audited before the answer: when the plugin reads it, the row is written
+            self._audit_refusal(refusal.reason, refusal.message, n, method=method, target=target)
         text = f"egress refused ({refusal.reason.value}): {refusal.message}"
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await stream.send_all(
-                simple_response(
-                    refusal.reason.status,
-                    text,
-                    [("X-Pentarun-Egress-Refused", refusal.reason.value)],
-                )
-            )
-        n = 1
-        if refusal.reason in SAMPLED:
-            n = self.sampler.note(refusal.reason, trio.current_time())
-            if n == 0:
-                return
-        self._audit_refusal(refusal.reason, refusal.message, n, method=method, target=target)
+        header = ("X-Pentarun-Egress-Refused", refusal.reason.value)
+        answer = simple_response(refusal.reason.status, text, [header])
+        # beyond the connection limit a connection is let go almost at once (its descriptor
+        # is the core's, and the plugin could open many)
+        linger = OVER_LIMIT_LINGER_S if refusal.reason is Reason.TOO_MANY_CONNECTIONS else LINGER_S
+        await answer_and_close(stream, answer, linger_s=linger)
 
     def _audit_refusal(
         self,

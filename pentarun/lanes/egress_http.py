@@ -142,10 +142,27 @@ class Client:
         outcome.error = error
         if not outcome.started:
             outcome.status = status
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await self.stream.send_all(
-                    simple_response(status, text, [("X-Pentarun-Egress-Error", error)])
-                )
+            answer = simple_response(status, text, [("X-Pentarun-Egress-Error", error)])
+            await answer_and_close(self.stream, answer)
+
+
+LINGER_S = 1.0
+LINGER_BYTES = 1024 * 1024
+
+
+async def answer_and_close(
+    stream: trio.SocketStream, answer: bytes, *, linger_s: float = LINGER_S
+) -> None:
+    """Send a final answer, then read and drop what the plugin still sends, for at most
+    `linger_s` and LINGER_BYTES, before the caller closes: closing a socket with unread data
+    resets it, and the plugin might lose the answer."""
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        await stream.send_all(answer)
+        await stream.send_eof()
+        drained = 0
+        with trio.move_on_after(linger_s):
+            while drained < LINGER_BYTES and (data := await stream.receive_some(CHUNK)):
+                drained += len(data)
 
 
 async def _upstream_event(conn: h11.Connection, upstream: trio.abc.Stream) -> h11.Event:

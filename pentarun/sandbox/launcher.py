@@ -191,6 +191,8 @@ class Sandbox:
         except (ValueError, OSError, seccomp.UnsupportedArchitecture) as exc:
             group.remove()
             raise SandboxUnavailable(f"cannot build the seccomp filter: {exc}") from None
+        # "/x/bench/../.venv/bin/python" names a path that does not exist in the sandbox
+        argv = [os.path.normpath(argv[0]), *argv[1:]]
         command = bwrap.command(profile, argv, seccomp_fd=program, cgroup_procs=group.procs_files)
         return Launch(command, (program,), group, [program])
 

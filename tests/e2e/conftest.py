@@ -46,7 +46,9 @@ class Harness:
         plugin: str = "probe",
         memory_limit_mb: int | None = None,
         manifest: dict | None = None,
+        env: dict[str, str] | None = None,
     ) -> WorkerActor:
+        """`env`: more environment for the worker (e.g. the egress lane's variables)."""
         definition = json.loads((PLUGINS / plugin / "definition.json").read_text())
         definition.update(manifest or {})
         await records.upsert_plugin(
@@ -57,7 +59,10 @@ class Harness:
                 await records.create_property(self.db, prop, prop)
             await records.assign_property(self.db, key, prop)
         spec = WorkerSpec(
-            key, PLUGINS / plugin, env={"PROBE_MODE": mode}, memory_limit_mb=memory_limit_mb
+            key,
+            PLUGINS / plugin,
+            env={"PROBE_MODE": mode, **(env or {})},
+            memory_limit_mb=memory_limit_mb,
         )
         actor = await self.supervisor.add(spec, msgspec.convert(definition, Manifest))
         actor.start()

@@ -279,7 +279,9 @@ def test_a_granted_name_never_leads_to_a_metadata_address():
     refused = decide(SCOPES, (), grants, name("nvr.lan", 80), ["169.254.169.254"])
     assert isinstance(refused, Refusal) and refused.reason is Reason.ADDRESS_METADATA
     explicit = parse_grants(["nvr.lan:80", "169.254.169.254:80"])
-    assert isinstance(decide(SCOPES, (), explicit, name("nvr.lan", 80), ["169.254.169.254"]), Allowed)
+    assert isinstance(
+        decide(SCOPES, (), explicit, name("nvr.lan", 80), ["169.254.169.254"]), Allowed
+    )
 
 
 def test_an_allowed_domain_on_another_port_reaches_granted_addresses_only():

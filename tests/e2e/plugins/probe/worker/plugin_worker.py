@@ -197,6 +197,24 @@ async def log_big(ctx: Context, params: dict) -> dict:
     return {}
 
 
+@plugin.handler("fetch")
+async def fetch(ctx: Context, params: dict) -> dict:
+    """Plain urllib, as any plugin would write it: the proxy variables do the rest."""
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    def get() -> dict:
+        try:
+            with urllib.request.urlopen(params["url"], timeout=10) as response:
+                return {"status": response.status, "length": len(response.read())}
+        except urllib.error.HTTPError as exc:
+            return {"status": exc.code, "length": 0, "body": exc.read().decode(errors="replace")}
+        except OSError as exc:  # no proxy, or a tunnel the proxy refused
+            return {"status": 0, "length": 0, "error": f"{type(exc).__name__}: {exc}"}
+
+    return {**await trio.to_thread.run_sync(get), "proxy": os.environ.get("http_proxy", "")}
+
+
 @plugin.handler("tamper")
 async def tamper(ctx: Context, params: dict) -> dict:
     return {
