@@ -19,13 +19,14 @@ from .config import SupervisorConfig
 from .lanes.core import CoreApi
 from .lanes.events import EventLane
 from .lanes.hooks import HookLane
+from .packages.integrity import StartCheck
 from .sandbox.launcher import Sandbox
 from .security.stream_tokens import StreamTokens
 from .security.tokens import PluginTokens
 from .store.db import Database
 from .supervisor.directory import Directory
 from .supervisor.events import Observers
-from .supervisor.supervisor import Supervisor
+from .supervisor.supervisor import EgressPort, Supervisor
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ def assemble(
     streams: StreamTokens | None = None,
     on_published: Callable[[dict[str, Any]], None] = _ignore,
     sandbox: Sandbox | None = None,
+    start_check: StartCheck | None = None,
+    egress: EgressPort | None = None,
 ) -> Platform:
     """The supervisor and its lanes; `on_published` sees every platform event (the feed);
     `sandbox` starts every worker (None: unsandboxed)."""
@@ -64,6 +67,14 @@ def assemble(
         publish=events.core_publish,
     )
     supervisor = Supervisor(
-        config, db, tokens, core, directory=directory, observers=observers, sandbox=sandbox
+        config,
+        db,
+        tokens,
+        core,
+        directory=directory,
+        observers=observers,
+        sandbox=sandbox,
+        start_check=start_check,
+        egress=egress,
     )
     return Platform(supervisor, directory, observers, tokens, core, events, hooks)

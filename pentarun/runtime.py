@@ -24,11 +24,14 @@ from .config import Config
 from .datadir import lock_data_dir
 from .gateway.app import Services, create_admin_app
 from .gateway.listeners import ListenerManager
+from .lanes.egress import EgressLane
 from .lanes.feed import Feed
 from .packages.builder import pack, read_tree
+from .packages.integrity import Integrity
 from .packages.service import Installs
 from .registry import Registry
 from .sandbox.launcher import OFF_WARNING, Sandbox
+from .sandbox.profile import plugin_uid
 from .security import ha_keys
 from .security.operators import ensure_root, hash_token
 from .security.stream_tokens import StreamTokens, load_secret
@@ -87,12 +90,23 @@ async def _serve(
         sandbox = await _check_sandbox(config, data_dir, db)
         feed = Feed()
         db.observers.append(feed.observe)
+        tree_checks = Integrity(db)  # one digest cache for starts, restarts and releases
+        uids = config.security.sandbox_uid_base
+        egress = EgressLane(
+            db,
+            config.egress,
+            data_dir,
+            socket_owner=lambda key: plugin_uid(key, uids) if sandbox.uid_per_plugin else None,
+        )
+        await nursery.start(egress.run)
         platform = assemble(
             config.supervisor,
             db,
             streams=streams,
             on_published=feed.publish,
             sandbox=sandbox if sandbox.on else None,
+            start_check=tree_checks.verify_before_start,
+            egress=egress,
         )
         supervisor = platform.supervisor
         await nursery.start(supervisor.run)
@@ -106,7 +120,7 @@ async def _serve(
             db, supervisor, streams, dict(config.listeners), listeners_changed
         )
         # the install service starts workers and opens their listeners (one start path)
-        installs = Installs(config, data_dir, db, supervisor, listeners)
+        installs = Installs(config, data_dir, db, supervisor, listeners, integrity=tree_checks)
         registry = Registry(db, supervisor, installs)
         services = Services(
             config, data_dir, db, supervisor, platform.events, registry, installs, feed, sandbox

@@ -26,7 +26,7 @@ from ..config import SecurityConfig
 from ..packages.manifest import Resources
 from . import bwrap, seccomp
 from .cgroups import CgroupUnavailable, WorkerCgroup, layout
-from .profile import Host, Limits, profile_for
+from .profile import Bind, Host, Limits, profile_for
 
 SYSTEM_DIRS = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin")
 SYSTEM_FILES = (
@@ -109,6 +109,11 @@ class Sandbox:
     def on(self) -> bool:
         return self.settings.sandbox == "on"
 
+    @property
+    def uid_per_plugin(self) -> bool:
+        """Workers run as their plugin's own uid (sandbox on, server root)."""
+        return self.on and self.host.root
+
     def check(self) -> SandboxStatus:
         """Whether workers can be sandboxed here: bubblewrap, cgroups and seccomp, tried for
         real by running `true` in a sandbox. Blocking."""
@@ -156,7 +161,14 @@ class Sandbox:
     def data_dir_of(self, key: str) -> Path:
         return self.data_dir / "plugin-data" / key
 
-    def prepare(self, key: str, tree: Path, resources: Resources, argv: list[str]) -> Launch:
+    def prepare(
+        self,
+        key: str,
+        tree: Path,
+        resources: Resources,
+        argv: list[str],
+        extra: tuple[Bind, ...] = (),
+    ) -> Launch:
         """Everything a sandboxed start of `argv` needs. Blocking (mkdir, chown, cgroup)."""
         if not self.on:
             raise SandboxUnavailable("the sandbox is off")
@@ -172,7 +184,7 @@ class Sandbox:
             open_files=settings.sandbox_open_files,
             tmp_mb=settings.sandbox_tmp_mb,
         )
-        profile = profile_for(key, str(tree), str(data), self.host, limits)
+        profile = profile_for(key, str(tree), str(data), self.host, limits, extra=extra)
         if profile.uid is not None:
             os.chown(data, profile.uid, profile.uid)
             data.chmod(0o700)

@@ -65,13 +65,23 @@ def plugin_uid(key: str, base: int) -> int:
     return base + int.from_bytes(digest[:4], "big") % UID_SPAN
 
 
-def profile_for(key: str, tree: str, data_dir: str, host: Host, limits: Limits) -> SandboxProfile:
+def profile_for(
+    key: str,
+    tree: str,
+    data_dir: str,
+    host: Host,
+    limits: Limits,
+    *,
+    extra: tuple[Bind, ...] = (),
+) -> SandboxProfile:
     """The sandbox of plugin `key` whose install tree is `tree` and private data dir
-    `data_dir` (a host path, mounted read-write at /data)."""
+    `data_dir` (a host path, mounted read-write at /data); `extra` binds (e.g. its egress
+    socket) come last."""
     binds = [Bind(path, path) for path in (*host.system, *host.python)]
     binds.append(Bind(host.sdk, host.sdk))
     binds.append(Bind(tree, tree))
     binds.append(Bind(data_dir, DATA, writable=True))
+    binds.extend(extra)
     return SandboxProfile(
         key=key,
         binds=tuple(_without_duplicates(binds)),

@@ -18,7 +18,8 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -46,6 +47,7 @@ from ..ipc.messages import (
 )
 from ..packages.manifest import Manifest
 from ..sandbox.launcher import Sandbox
+from ..sandbox.profile import Bind
 from . import mailbox, policy
 from .events import (
     ActorEvent,
@@ -81,6 +83,10 @@ class Hooks:
     handle_core_call: Callable[[CoreCall], Awaitable[Any]]
     emit: Callable[[ActorEvent], None]
     config: Callable[[], dict[str, Any]] = dict
+    # before every start: why the install tree may not run ("" when it may)
+    check_tree: Callable[[Path], Awaitable[str]] | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. the egress proxy variables
+    extra_binds: tuple[Bind, ...] = ()  # e.g. the egress socket, in the sandbox
 
 
 class WorkerActor:
@@ -410,6 +416,9 @@ class WorkerActor:
             health_timeout_s=self._health_timeout_s,
             sandbox=self.sandbox,
             resources=self.manifest.resources,
+            check_tree=self.hooks.check_tree,
+            extra_env=self.hooks.extra_env,
+            extra_binds=self.hooks.extra_binds,
         )
 
     def _emit(self, event: ActorEvent) -> None:

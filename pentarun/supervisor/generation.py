@@ -17,6 +17,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
@@ -62,6 +63,7 @@ from ..ipc.messages import (
 from ..ipc.messages import Ready as ReadyMessage
 from ..packages.manifest import Resources
 from ..sandbox.launcher import Sandbox, SandboxUnavailable
+from ..sandbox.profile import Bind
 from . import policy
 from .events import ActorEvent, CallRefused, HealthChecked, HealthResult, Spawned
 from .process import MAX_LINE, WorkerSpec, kill_now, read_lines, spawn, terminate
@@ -106,6 +108,9 @@ class Links:
     health_timeout_s: float
     sandbox: Sandbox | None  # None: `security.sandbox = "off"`
     resources: Resources
+    check_tree: Callable[[Path], Awaitable[str]] | None
+    extra_env: dict[str, str]
+    extra_binds: tuple[Bind, ...]
 
 
 class Generation:
@@ -287,9 +292,21 @@ class Generation:
 
     async def run(self) -> None:
         links, config = self.links, self.links.config
+        if links.check_tree is not None:
+            refusal = await links.check_tree(links.spec.root)
+            if refusal:  # nothing of a tampered tree runs
+                links.telemetry.last_exit = f"not started: {refusal}"
+                self._log("ERROR", links.telemetry.last_exit)
+                self._post(policy.IntegrityFailed(refusal))
+                return
         try:
             self.spawned = await spawn(
-                links.spec, config.max_frame_bytes, links.sandbox, links.resources
+                links.spec,
+                config.max_frame_bytes,
+                links.sandbox,
+                resources=links.resources,
+                extra_env=links.extra_env,
+                extra_binds=links.extra_binds,
             )
         except SandboxUnavailable as exc:  # fail closed: nothing runs unprotected
             links.telemetry.last_exit = f"not started: sandbox unavailable: {exc}"

@@ -42,6 +42,7 @@ class Rule(enum.StrEnum):
     CRASH_LOOP = "crash_loop"
     HEALTH = "health"
     ERROR_STORM = "error_storm"
+    INTEGRITY = "integrity"
     OPERATOR = "operator"
 
 
@@ -83,6 +84,12 @@ class Exited(Event, frozen=True):
 
 class StartupTimeout(Event, frozen=True):
     pass
+
+
+class IntegrityFailed(Event, frozen=True):
+    """The install tree differs from what was installed: quarantined before anything ran."""
+
+    reason: str = ""
 
 
 class StartRefused(Event, frozen=True):
@@ -212,6 +219,9 @@ class Policy:
                     process_alive=False,
                     next_retry_at=None,
                 )
+            case IntegrityFailed(reason=reason) if phase is Phase.STARTING:
+                unspawned = msgspec.structs.replace(state, process_alive=False)
+                return self._quarantine(unspawned, Rule.INTEGRITY, reason, kill=False)
             case StartupTimeout() if phase is Phase.STARTING:
                 timeout = self.config.startup_timeout_s
                 return self._crash(

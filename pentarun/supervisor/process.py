@@ -25,6 +25,7 @@ import trio
 from ..ipc.env import IPC_FD_ENV, MAX_FRAME_ENV
 from ..packages.manifest import Resources
 from ..sandbox.launcher import Launch, Sandbox
+from ..sandbox.profile import Bind
 
 ENTRYPOINT = Path("worker") / "plugin_worker.py"
 MAX_LINE = 4096
@@ -75,7 +76,10 @@ async def spawn(
     spec: WorkerSpec,
     max_frame: int,
     sandbox: Sandbox | None = None,
+    *,
     resources: Resources | None = None,
+    extra_env: dict[str, str] | None = None,
+    extra_binds: tuple[Bind, ...] = (),
 ) -> Spawned:
     """Start the worker, in `sandbox` unless it is None (`security.sandbox = "off"`); raises
     SandboxUnavailable when the sandbox cannot be set up (nothing starts)."""
@@ -83,11 +87,11 @@ async def spawn(
     launch = None
     if sandbox is not None:
         launch = await trio.to_thread.run_sync(
-            sandbox.prepare, spec.key, spec.root, resources or Resources(), argv
+            sandbox.prepare, spec.key, spec.root, resources or Resources(), argv, extra_binds
         )
     parent, child = socket.socketpair()
     out_read, out_write = os.pipe()
-    env = worker_environment(spec, child.fileno(), max_frame)
+    env = {**worker_environment(spec, child.fileno(), max_frame), **(extra_env or {})}
     try:
         process = await trio.lowlevel.open_process(
             argv if launch is None else launch.command,

@@ -11,6 +11,8 @@ state).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
@@ -18,9 +20,13 @@ import trio
 
 from ..config import SupervisorConfig
 from ..errors import leaf
+from ..ipc.env import SANDBOX_EGRESS_SOCKET
 from ..ipc.messages import CoreCall
+from ..packages import integrity
+from ..packages.integrity import StartCheck
 from ..packages.manifest import Manifest
 from ..sandbox.launcher import Sandbox
+from ..sandbox.profile import Bind
 from ..security.tokens import PluginTokens
 from ..store import records
 from ..store.db import Database
@@ -42,6 +48,18 @@ from .process import WorkerSpec
 log = logging.getLogger(__name__)
 
 TERMINAL = (Phase.IDLE, Phase.STOPPED, Phase.QUARANTINED)
+
+
+class EgressPort(Protocol):
+    """The egress lane (pentarun.lanes.egress.EgressLane) as the supervisor opens it."""
+
+    async def open(self, key: str, manifest: Manifest) -> None: ...
+
+    async def close(self, key: str) -> None: ...
+
+    def socket_path(self, key: str) -> Path: ...
+
+    def egress_environment(self, key: str, *, sandboxed: bool = True) -> dict[str, str]: ...
 
 
 class CoreCalls(Protocol):
@@ -71,11 +89,15 @@ class Supervisor:
         directory: Directory | None = None,
         observers: Observers | None = None,
         sandbox: Sandbox | None = None,
+        start_check: StartCheck | None = None,
+        egress: EgressPort | None = None,
     ) -> None:
         """`core` answers workers' core calls; `directory` is shared with the lanes that look
         workers up; `observers` hear every actor event (pentarun.assembly wires them);
         `sandbox` starts every worker (None: unsandboxed, `security.sandbox = "off"`)."""
         self.sandbox = sandbox
+        self.start_check = start_check  # the install tree re-hashed before every start
+        self.egress = egress  # a plugin with proxy:egress gets its proxy socket
         self.config = config
         self.db = db
         self.tokens = tokens
@@ -96,6 +118,14 @@ class Supervisor:
         check come from its manifest."""
         assert self._nursery is not None, "supervisor is not running"
         hooks = self._hooks(spec.key, list(manifest.scopes))
+        hooks.check_tree = self._tree_check(spec.key)
+        if self.egress is not None and "proxy:egress" in manifest.scopes:
+            await self.egress.open(spec.key, manifest)
+            sandboxed = self.sandbox is not None
+            hooks.extra_env = self.egress.egress_environment(spec.key, sandboxed=sandboxed)
+            if sandboxed:
+                socket = str(self.egress.socket_path(spec.key))
+                hooks.extra_binds = (Bind(socket, SANDBOX_EGRESS_SOCKET),)
         actor = WorkerActor(spec, self.config, hooks, manifest, self.sandbox)
         self.directory.add(actor)
         self._scopes[spec.key] = await self._nursery.start(self._run_actor, actor)
@@ -124,6 +154,8 @@ class Supervisor:
             await actor.wait_for(*TERMINAL)
         self._scopes.pop(key).cancel()
         self.directory.remove(key)
+        if self.egress is not None:
+            await self.egress.close(key)
 
     async def _run_actor(
         self,
@@ -146,6 +178,20 @@ class Supervisor:
             async with trio.open_nursery() as nursery:
                 for actor in self.directory:
                     nursery.start_soon(actor.wait_for, *TERMINAL)
+
+    def _tree_check(self, key: str) -> Callable[[Path], Awaitable[str]] | None:
+        """Before every start of `key`: "" when its tree may run, else why (recorded)."""
+        check = self.start_check
+        if check is None:
+            return None
+
+        async def check_tree(tree: Path) -> str:
+            problems = await check(key, tree)
+            if not problems:
+                return ""
+            return integrity.record_failure(self.db, key, tree.name, "a start", problems)
+
+        return check_tree
 
     def _hooks(self, key: str, scopes: list[str]) -> Hooks:
         db, tokens, ttl = self.db, self.tokens, self.config.token_ttl_s

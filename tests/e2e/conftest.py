@@ -9,9 +9,11 @@ import msgspec
 import trio
 
 from pentarun.assembly import Platform, assemble
-from pentarun.config import SecurityConfig, SupervisorConfig
+from pentarun.config import EgressConfig, SecurityConfig, SupervisorConfig
+from pentarun.lanes.egress import EgressLane
 from pentarun.packages.manifest import Manifest
 from pentarun.sandbox.launcher import Sandbox
+from pentarun.sandbox.profile import plugin_uid
 from pentarun.store import records
 from pentarun.store.db import Database, open_database
 from pentarun.supervisor.actor import WorkerActor
@@ -36,6 +38,7 @@ class Harness:
         self.platform = platform
         self.supervisor = platform.supervisor
         self.db = db
+        self.egress: EgressLane | None = None
 
     async def start(
         self,
@@ -71,18 +74,36 @@ class Harness:
 
 @asynccontextmanager
 async def harness(
-    tmp_path: Path, config: SupervisorConfig = FAST, *, sandboxed: bool = False
+    tmp_path: Path,
+    config: SupervisorConfig = FAST,
+    *,
+    sandboxed: bool = False,
+    egress: bool = False,
 ) -> AsyncIterator[Harness]:
-    """A supervisor on a fresh store; `sandboxed` starts its workers in the real sandbox."""
-    sandbox = Sandbox(SecurityConfig(), tmp_path) if sandboxed else None
+    """A supervisor on a fresh store; `sandboxed` starts its workers in the real sandbox,
+    `egress` gives plugins with proxy:egress their proxy lane (`h.egress`)."""
+    security = SecurityConfig()
+    sandbox = Sandbox(security, tmp_path) if sandboxed else None
     if sandbox is not None:
         assert (await trio.to_thread.run_sync(sandbox.check)).ok, sandbox.status.reason
     async with open_database(tmp_path / "pentarun.db") as db, trio.open_nursery() as nursery:
-        platform = assemble(config, db, sandbox=sandbox)
+        lane = None
+        if egress:
+            uids = security.sandbox_uid_base
+            lane = EgressLane(
+                db,
+                EgressConfig(),
+                tmp_path,
+                socket_owner=lambda key: plugin_uid(key, uids) if sandbox else None,
+            )
+            await nursery.start(lane.run)
+        platform = assemble(config, db, sandbox=sandbox, egress=lane)
         supervisor = platform.supervisor
         await nursery.start(supervisor.run)
         try:
-            yield Harness(platform, db)
+            harness = Harness(platform, db)
+            harness.egress = lane
+            yield harness
         finally:
             with trio.CancelScope(shield=True):
                 await supervisor.stop_all(5)

@@ -91,3 +91,20 @@ async def test_urllib_reaches_a_granted_host_and_nothing_else(tmp_path):
         assert all(r.risk_score >= 30 and r.actor == "plugin:probe" for r in rows)
         assert egress_detail(h.db, "probe")["refusals"] == 4
         nursery.cancel_scope.cancel()
+
+
+async def test_in_the_sandbox_the_lane_is_the_only_way_out(tmp_path):
+    async with harness(tmp_path, sandboxed=True, egress=True) as h, trio.open_nursery() as nursery:
+        granted = await serve(nursery)
+        actor = await h.start("probe")  # the supervisor opens its socket and mounts it
+        await records.set_egress_grants(h.db, "probe", [f"127.0.0.1:{granted}"], "operator:root")
+        with trio.fail_after(10):
+            await actor.wait_for(Phase.RUNNING)
+        ok = (await actor.call("fetch", "p1", {"url": f"http://127.0.0.1:{granted}/"})).value
+        assert (ok["status"], ok["length"]) == (200, len(BODY))  # through the lane
+        assert ok["proxy"] == "http://127.0.0.1:3128"  # set at spawn, inside its own network
+        direct = (
+            await actor.call("fetch", "p1", {"url": f"http://127.0.0.1:{granted}/", "direct": True})
+        ).value
+        assert direct["status"] == 0 and "refused" in direct["error"].lower()  # no route out
+        nursery.cancel_scope.cancel()

@@ -203,9 +203,13 @@ async def fetch(ctx: Context, params: dict) -> dict:
     import urllib.error  # noqa: PLC0415
     import urllib.request  # noqa: PLC0415
 
+    # "direct": bypass the proxy variables, as code that opens its own sockets would
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    open_url = opener.open if params.get("direct") else urllib.request.urlopen
+
     def get() -> dict:
         try:
-            with urllib.request.urlopen(params["url"], timeout=10) as response:
+            with open_url(params["url"], timeout=10) as response:
                 return {"status": response.status, "length": len(response.read())}
         except urllib.error.HTTPError as exc:
             return {"status": exc.code, "length": 0, "body": exc.read().decode(errors="replace")}
