@@ -56,8 +56,10 @@ class PropertiesRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def plugin_view(services: Services, key: str) -> dict[str, Any]:
-    """What the detail route shows: the plugin, its worker, and its install jobs."""
-    return {**services.registry.detail(key), **services.installs.describe(key)}
+    """What the detail route shows: the plugin, its worker, and its install jobs (rated
+    with the operator's egress grants to it)."""
+    grants = records.egress_grants(services.db, key)
+    return {**services.registry.detail(key, grants), **services.installs.describe(key, grants)}
 
 
 def require_each(op: records.OperatorRow, properties: list[str]) -> None:
@@ -98,7 +100,10 @@ async def list_plugins(op: records.OperatorRow) -> Response:
     rows = records.list_plugins(services.db, after=after, limit=page)
     return json_response(
         {
-            "plugins": [services.registry.summary(row) for row in rows],
+            "plugins": [
+                services.registry.summary(row, records.egress_grants(services.db, row.key))
+                for row in rows
+            ],
             "next_after": rows[-1].key if len(rows) == page else None,
         }
     )

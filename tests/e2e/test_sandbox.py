@@ -5,21 +5,24 @@ import os
 import socket
 from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 
 from pentarun.errors import WorkerCrashed, WorkerUnavailable
 from pentarun.supervisor.policy import Phase
 
-from .conftest import PLUGINS, eventually, harness
+from .conftest import FAST, PLUGINS, eventually, harness
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the corpus runs as root, as CI does")
 
 SECRETS = ("admin.token", "stream.secret", "pentarun.db")
+# health probes would time out while the CPU probe is throttled to its quota (and restart it)
+CORPUS = msgspec.structs.replace(FAST, health_interval_s=60.0)
 
 
 async def escape(tmp_path: Path, probe: str, arg: object = None) -> dict:
-    async with harness(tmp_path, sandboxed=True) as h:
+    async with harness(tmp_path, CORPUS, sandboxed=True) as h:
         actor = await h.start("hostile", plugin="hostile")
         await actor.wait_for(Phase.RUNNING)
         reply = await actor.call("escape", "p1", {"probe": probe, "arg": arg}, 20.0)
@@ -105,7 +108,7 @@ async def test_a_fork_bomb_stops_at_the_process_limit(tmp_path):
 
 async def test_children_die_with_the_worker(tmp_path):
     marker = f"pentarun-orphan-{os.getpid()}"
-    async with harness(tmp_path, sandboxed=True) as h:
+    async with harness(tmp_path, CORPUS, sandboxed=True) as h:
         actor = await h.start("hostile", plugin="hostile")
         await actor.wait_for(Phase.RUNNING)
         await actor.call("escape", "p1", {"probe": "orphan", "arg": marker})
@@ -120,7 +123,7 @@ async def test_the_cpu_quota_holds(tmp_path):
 
 
 async def test_memory_over_the_limit_is_killed_by_the_kernel_and_recorded(tmp_path):
-    async with harness(tmp_path, sandboxed=True) as h:
+    async with harness(tmp_path, CORPUS, sandboxed=True) as h:
         actor = await h.start("hostile", plugin="hostile")
         await actor.wait_for(Phase.RUNNING)
         with pytest.raises((WorkerCrashed, WorkerUnavailable)):

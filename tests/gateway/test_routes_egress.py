@@ -108,3 +108,22 @@ async def test_a_plugin_without_the_scope_shows_it(tmp_path):
         view = await (await client.get(f"/api/plugins/{KEY}/egress", headers=auth)).get_json()
         assert view["refusals"] == 3 and view["last_refused_at"] > 0
         assert msgspec.json.decode(msgspec.json.encode(view)) == view
+
+
+async def test_a_grant_lowers_the_security_rating_with_its_reason(tmp_path):
+    async with admin(tmp_path) as (client, auth, services):
+        await add_plugin(services.db)
+
+        async def rating() -> dict:
+            detail = await (await client.get(f"/api/plugins/{KEY}", headers=auth)).get_json()
+            return detail["security_rating"]
+
+        before = await rating()
+        await client.put(
+            f"/api/plugins/{KEY}/egress", json={"hosts": ["10.0.0.5:554"]}, headers=auth
+        )
+        after = await rating()
+        assert after["score"] == before["score"] - 1
+        assert "egress_grants" in {r["rule"] for r in after["reasons"]}
+        listed = await (await client.get("/api/plugins", headers=auth)).get_json()
+        assert listed["plugins"][0]["security_rating"]["score"] == after["score"]
