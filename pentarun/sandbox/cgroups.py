@@ -174,3 +174,26 @@ class WorkerCgroup:
             with contextlib.suppress(OSError):
                 path.rmdir()
         self._removed = True
+
+
+def _owner_alive(name: str) -> bool:
+    """Whether the server that named a cgroup `<key>-<server pid>-<n>` still runs."""
+    parts = name.rsplit("-", 2)
+    return len(parts) == 3 and parts[1].isdigit() and Path(f"/proc/{parts[1]}").exists()
+
+
+def remove_stale(root: Path = CGROUP_ROOT, parent: str = "pentarun") -> int:
+    """Remove the empty worker cgroups of servers that are gone; returns how many."""
+    removed = 0
+    bases = [root / parent, *(root / c / parent for c in V1_CONTROLLERS)]
+    for base in bases:
+        if not base.is_dir():
+            continue
+        for group in base.iterdir():
+            if _owner_alive(group.name):
+                continue
+            if group.is_dir() and not _read(group / "cgroup.procs").split():
+                with contextlib.suppress(OSError):
+                    group.rmdir()
+                    removed += 1
+    return removed

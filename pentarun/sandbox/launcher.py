@@ -25,7 +25,7 @@ import msgspec
 from ..config import SecurityConfig
 from ..packages.manifest import Resources
 from . import bwrap, seccomp
-from .cgroups import CgroupUnavailable, WorkerCgroup, layout
+from .cgroups import CgroupUnavailable, WorkerCgroup, layout, remove_stale
 from .profile import Bind, Host, Limits, profile_for
 
 SYSTEM_DIRS = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin")
@@ -138,6 +138,7 @@ class Sandbox:
             raise SandboxUnavailable(f"{bwrap.SETPRIV} (util-linux) is not installed")
         try:
             layout()
+            remove_stale()  # what a killed server left
             seccomp.build_filter()
         except (CgroupUnavailable, seccomp.UnsupportedArchitecture) as exc:
             raise SandboxUnavailable(str(exc)) from None
