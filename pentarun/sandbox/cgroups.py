@@ -136,6 +136,15 @@ class WorkerCgroup:
         text = _read(self.dirs["cpuacct"] / "cpuacct.usage")
         return int(text) / 1e9 if text.strip() else None
 
+    def throttled(self) -> int:
+        """How many CPU periods the quota throttled the worker in."""
+        path = self.dirs.get("unified") or self.dirs["cpu"]
+        for line in _read(path / "cpu.stat").splitlines():
+            name, _, value = line.partition(" ")
+            if name == "nr_throttled":
+                return int(value)
+        return 0
+
     def pids_refused(self) -> int:
         """How many forks the process limit refused."""
         path = self.dirs.get("unified") or self.dirs["pids"]

@@ -62,7 +62,7 @@ from ..ipc.messages import (
 )
 from ..ipc.messages import Ready as ReadyMessage
 from ..packages.manifest import Resources
-from ..sandbox.launcher import Sandbox, SandboxUnavailable
+from ..sandbox.launcher import Launch, Sandbox, SandboxUnavailable
 from ..sandbox.profile import Bind
 from . import policy
 from .events import ActorEvent, CallRefused, HealthChecked, HealthResult, Spawned
@@ -335,6 +335,8 @@ class Generation:
                 if links.spec.memory_limit_mb is not None and self.spawned.launch is None:
                     # sandboxed, the kernel enforces it (cgroup); unsandboxed, this watch does
                     nursery.start_soon(self._memory_watch, links.spec.memory_limit_mb)
+                if self.spawned.launch is not None:
+                    nursery.start_soon(self._limits_watch, self.spawned.launch)
                 await process.wait()
                 self.fail_pending(WorkerCrashed(f"plugin {links.key!r} worker exited"))
                 with trio.move_on_after(1.0):  # collect the last frames and output lines
@@ -422,6 +424,29 @@ class Generation:
                 self._log("ERROR", f"memory limit exceeded: {detail}")
                 self._post(policy.ResourceExceeded(detail))
                 return
+
+    async def _limits_watch(self, launch: Launch) -> None:
+        """Record in the worker's log when its process limit refused forks or its CPU quota
+        throttled it (the kernel enforces both; memory is recorded when it kills)."""
+        group, resources = launch.cgroup, self.links.resources
+        refused = throttled = 0
+        while True:
+            await trio.sleep(self.links.config.memory_check_s)
+            now_refused, now_throttled = await trio.to_thread.run_sync(
+                lambda: (group.pids_refused(), group.throttled())
+            )
+            if now_refused > refused:
+                self._log(
+                    "WARNING",
+                    f"process limit: {now_refused - refused} fork(s) refused "
+                    f"(resources.max_processes is {resources.max_processes})",
+                )
+            if now_throttled > throttled and throttled == 0:  # once: it goes on as it runs
+                self._log(
+                    "WARNING",
+                    f"CPU quota: throttled to resources.cpu_limit = {resources.cpu_limit:g} CPUs",
+                )
+            refused, throttled = now_refused, now_throttled
 
     async def _token_refresh_loop(self) -> None:
         while True:

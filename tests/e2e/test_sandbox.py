@@ -101,9 +101,13 @@ async def test_it_runs_unprivileged_without_core_dumps_and_with_bounded_files(tm
     assert not result["escaped"], result["detail"]
 
 
-async def test_a_fork_bomb_stops_at_the_process_limit(tmp_path):
-    result = await escape(tmp_path, "fork_bomb", 100)
-    assert not result["escaped"], result["detail"]
+async def test_a_fork_bomb_stops_at_the_process_limit_which_is_recorded(tmp_path):
+    async with harness(tmp_path, CORPUS, sandboxed=True) as h:
+        actor = await h.start("hostile", plugin="hostile")
+        await actor.wait_for(Phase.RUNNING)
+        reply = await actor.call("escape", "p1", {"probe": "fork_bomb", "arg": 100}, 20.0)
+        assert not reply.value["escaped"], reply.value["detail"]
+        await eventually(lambda: _logged(actor, "process limit"))
 
 
 async def test_children_die_with_the_worker(tmp_path):
@@ -112,14 +116,18 @@ async def test_children_die_with_the_worker(tmp_path):
         actor = await h.start("hostile", plugin="hostile")
         await actor.wait_for(Phase.RUNNING)
         await actor.call("escape", "p1", {"probe": "orphan", "arg": marker})
-        assert _running(marker)
+        await eventually(lambda: _running(marker))  # once the shell exec'd it
         actor.kill()
         await eventually(lambda: not _running(marker))
 
 
-async def test_the_cpu_quota_holds(tmp_path):
-    result = await escape(tmp_path, "burn", 1.5)
-    assert float(result["detail"]) < 0.4  # cpu_limit 0.25 (two spinning threads: 2.0 unbounded)
+async def test_the_cpu_quota_holds_and_is_recorded(tmp_path):
+    async with harness(tmp_path, CORPUS, sandboxed=True) as h:
+        actor = await h.start("hostile", plugin="hostile")
+        await actor.wait_for(Phase.RUNNING)
+        reply = await actor.call("escape", "p1", {"probe": "burn", "arg": 1.5}, 20.0)
+        assert float(reply.value["detail"]) < 0.4  # cpu_limit 0.25 (two threads: 2.0 unbounded)
+        await eventually(lambda: _logged(actor, "CPU quota"))
 
 
 async def test_memory_over_the_limit_is_killed_by_the_kernel_and_recorded(tmp_path):
@@ -130,11 +138,13 @@ async def test_memory_over_the_limit_is_killed_by_the_kernel_and_recorded(tmp_pa
             await actor.call("escape", "p1", {"probe": "hog", "arg": 256}, 20.0)
         with trio.fail_after(10):
             await actor.wait_for(Phase.BACKOFF, Phase.STARTING, Phase.RUNNING)
-        await eventually(lambda: "memory limit" in actor.state.reason or _logged(actor))
+        await eventually(
+            lambda: "memory limit" in actor.state.reason or _logged(actor, "memory limit exceeded")
+        )
 
 
-def _logged(actor) -> bool:
-    return any("memory limit exceeded" in line.message for line in actor.logs)
+def _logged(actor, text: str) -> bool:
+    return any(text in line.message for line in actor.logs)
 
 
 def _running(marker: str) -> bool:

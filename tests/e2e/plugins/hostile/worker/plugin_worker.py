@@ -65,7 +65,8 @@ def _fork_bomb(count: int) -> tuple[bool, str]:
 
 def _orphan(marker: str) -> tuple[bool, str]:
     """A child in its own session, left running: it must die with the worker."""
-    subprocess.Popen(["/bin/sh", "-c", f"exec -a {marker} /bin/sleep 300"], start_new_session=True)
+    # the shell stays (sleep is its child), its command line carries the marker
+    subprocess.Popen(["/bin/sh", "-c", f"sleep 300; : {marker}"], start_new_session=True)
     return False, "left a child running"
 
 
