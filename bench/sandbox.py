@@ -20,11 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgspec
 import trio
+from ipc_roundtrip import BENCH_MANIFEST, PLUGIN
 
 from pentarun.assembly import assemble
 from pentarun.config import SecurityConfig, SupervisorConfig
-from pentarun.packages.manifest import Manifest, Resources, Security
+from pentarun.packages.manifest import Resources
 from pentarun.sandbox.launcher import Sandbox
 from pentarun.store import records
 from pentarun.store.db import open_database
@@ -32,17 +34,11 @@ from pentarun.supervisor.actor import WorkerActor
 from pentarun.supervisor.policy import Phase
 from pentarun.supervisor.process import WorkerSpec
 
-PLUGIN = Path(__file__).resolve().parent / "plugins" / "bench"  # an echo handler
-MANIFEST = Manifest(
-    key="bench",
-    name="bench",
-    version="1.0.0",
-    engine=">=0.1",
-    traits=["benchmark"],
-    security=Security(authentication_required=True, data_classification=["internal"]),
-    handlers=["echo"],
-    # a CPU quota above the machine's cores: the sandbox itself is measured, not the quota
-    # (at the default cpu_limit of 0.5 a start's imports run at half speed)
+# the echo plugin of bench/plugins/bench, with a CPU quota above the machine's cores: the
+# sandbox itself is measured, not the quota (at the default cpu_limit of 0.5 a start's imports
+# run at half speed)
+MANIFEST = msgspec.structs.replace(
+    BENCH_MANIFEST,
     resources=Resources(memory_limit=512, cpu_limit=float(os.cpu_count() or 1) + 1),
 )
 

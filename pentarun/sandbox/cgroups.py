@@ -40,6 +40,15 @@ def _read(path: Path) -> str:
         return ""
 
 
+def _field(text: str, name: str) -> int | None:
+    """The value of `name` in a flat-keyed cgroup file ("name value" lines)."""
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == name:
+            return int(value)
+    return None
+
+
 def layout(root: Path = CGROUP_ROOT) -> str:
     """ "v2" for a unified hierarchy with the controllers we need, "v1" for per-controller
     hierarchies, else CgroupUnavailable saying what is missing."""
@@ -115,11 +124,7 @@ class WorkerCgroup:
         """How many processes the kernel killed for the memory limit."""
         path = self.dirs.get("unified") or self.dirs["memory"]
         text = _read(path / ("memory.events" if self.kind == "v2" else "memory.oom_control"))
-        for line in text.splitlines():
-            name, _, value = line.partition(" ")
-            if name == "oom_kill":
-                return int(value)
-        return 0
+        return _field(text, "oom_kill") or 0
 
     def memory_bytes(self) -> int | None:
         path = self.dirs.get("unified") or self.dirs["memory"]
@@ -128,31 +133,20 @@ class WorkerCgroup:
 
     def cpu_seconds(self) -> float | None:
         if self.kind == "v2":
-            for line in _read(self.dirs["unified"] / "cpu.stat").splitlines():
-                name, _, value = line.partition(" ")
-                if name == "usage_usec":
-                    return int(value) / 1e6
-            return None
+            usec = _field(_read(self.dirs["unified"] / "cpu.stat"), "usage_usec")
+            return None if usec is None else usec / 1e6
         text = _read(self.dirs["cpuacct"] / "cpuacct.usage")
         return int(text) / 1e9 if text.strip() else None
 
     def throttled(self) -> int:
         """How many CPU periods the quota throttled the worker in."""
         path = self.dirs.get("unified") or self.dirs["cpu"]
-        for line in _read(path / "cpu.stat").splitlines():
-            name, _, value = line.partition(" ")
-            if name == "nr_throttled":
-                return int(value)
-        return 0
+        return _field(_read(path / "cpu.stat"), "nr_throttled") or 0
 
     def pids_refused(self) -> int:
         """How many forks the process limit refused."""
         path = self.dirs.get("unified") or self.dirs["pids"]
-        for line in _read(path / "pids.events").splitlines():
-            name, _, value = line.partition(" ")
-            if name == "max":
-                return int(value)
-        return 0
+        return _field(_read(path / "pids.events"), "max") or 0
 
     def kill_all(self, timeout_s: float = 2.0) -> None:
         """SIGKILL every process of the worker, including those it forked or setsid'd."""
