@@ -165,7 +165,11 @@ class WorkerActor:
         return self.telemetry.evidence()
 
     def usage(self) -> dict[str, float | None]:
-        return self.telemetry.usage(self._gen.usage_sample() if self._gen else None)
+        """CPU, memory and how often the sandbox's limits held the worker back."""
+        gen = self._gen
+        usage = self.telemetry.usage(gen.usage_sample() if gen else None)
+        hits = gen.limits_hit() if gen else {"forks_refused": None, "cpu_throttled_periods": None}
+        return {**usage, **{name: None if n is None else float(n) for name, n in hits.items()}}
 
     def serves(self, property_id: str) -> bool:
         """Whether the worker is running and assigned to this property."""

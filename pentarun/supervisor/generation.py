@@ -270,6 +270,15 @@ class Generation:
         cpu, memory = group.cpu_seconds(), group.memory_bytes()
         return None if cpu is None or memory is None else (cpu, memory)
 
+    def limits_hit(self) -> dict[str, int | None]:
+        """How often the sandbox's limits held the worker back: forks its process limit
+        refused and CPU periods its quota throttled (None unsandboxed: not enforced)."""
+        spawned = self.spawned
+        if spawned is None or spawned.launch is None or self.ended.is_set():
+            return {"forks_refused": None, "cpu_throttled_periods": None}
+        group = spawned.launch.cgroup
+        return {"forks_refused": group.pids_refused(), "cpu_throttled_periods": group.throttled()}
+
     def kill(self) -> None:
         if self.spawned is not None:
             kill_now(self.spawned.process)

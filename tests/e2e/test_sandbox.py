@@ -108,6 +108,7 @@ async def test_a_fork_bomb_stops_at_the_process_limit_which_is_recorded(tmp_path
         reply = await actor.call("escape", "p1", {"probe": "fork_bomb", "arg": 100}, 20.0)
         assert not reply.value["escaped"], reply.value["detail"]
         await eventually(lambda: _logged(actor, "process limit"))
+        assert (actor.usage()["forks_refused"] or 0) > 0  # in /api/bench too
 
 
 async def test_children_die_with_the_worker(tmp_path):
@@ -128,6 +129,7 @@ async def test_the_cpu_quota_holds_and_is_recorded(tmp_path):
         reply = await actor.call("escape", "p1", {"probe": "burn", "arg": 1.5}, 20.0)
         assert float(reply.value["detail"]) < 0.4  # cpu_limit 0.25 (two threads: 2.0 unbounded)
         await eventually(lambda: _logged(actor, "CPU quota"))
+        assert (actor.usage()["cpu_throttled_periods"] or 0) > 0
 
 
 async def test_memory_over_the_limit_is_killed_by_the_kernel_and_recorded(tmp_path):
