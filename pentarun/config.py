@@ -49,6 +49,7 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     log_lines_kept: int = 200
     log_records_per_s: int = 1000
     memory_check_s: float = 1.0
+    storage_check_s: float = 5.0  # how often a sandboxed worker's /data is measured
     # a crash-loop quarantine of a plugin that served well is re-tested on its own after
     # probation_s, at most probation_attempts times (0 turns probation off)
     probation_s: float = 600.0
@@ -65,6 +66,7 @@ class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sandbox_uid_base: int = 200_000  # per-plugin host uids when the server runs as root
     sandbox_tmp_mb: int = 64  # each worker's private /tmp (a tmpfs)
     sandbox_open_files: int = 1024
+    sandbox_data_mb: int = 256  # each plugin's private /data: over it the worker is stopped
 
 
 class InstallConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -74,6 +74,8 @@ class Launch:
     command: list[str]
     pass_fds: tuple[int, ...]
     cgroup: WorkerCgroup
+    data_dir: Path  # the plugin's private /data on the host
+    data_limit: int  # bytes it may hold (security.sandbox_data_mb)
     _own_fds: list[int] = field(default_factory=list)
 
     def close_fds(self) -> None:
@@ -207,7 +209,8 @@ class Sandbox:
         # "/x/bench/../.venv/bin/python" names a path that does not exist in the sandbox
         argv = [os.path.normpath(argv[0]), *argv[1:]]
         command = bwrap.command(profile, argv, seccomp_fd=program, cgroup_procs=group.procs_files)
-        return Launch(command, (program,), group, [program])
+        limit = settings.sandbox_data_mb * 2**20
+        return Launch(command, (program,), group, data, limit, [program])
 
 
 PROBES = str(Path(__file__).resolve().parent / "probes.py")
@@ -247,3 +250,23 @@ def escape_probes(
     except msgspec.DecodeError:
         output = (done.stderr or done.stdout).decode(errors="replace")[-300:]
         return [ProbeResult("the escape probes ran", True, f"exit {done.returncode}: {output}")]
+
+
+def disk_usage(path: Path, stop_above: int) -> int:
+    """Bytes allocated under `path` (sparse files count what they use), without following
+    links; stops counting once past `stop_above`. Blocking."""
+    total, pending = 0, [str(path)]
+    while pending and total <= stop_above:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            total += info.st_blocks * 512
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(entry.path)
+    return total

@@ -62,7 +62,7 @@ from ..ipc.messages import (
 )
 from ..ipc.messages import Ready as ReadyMessage
 from ..packages.manifest import Resources
-from ..sandbox.launcher import Launch, Sandbox, SandboxUnavailable
+from ..sandbox.launcher import Launch, Sandbox, SandboxUnavailable, disk_usage
 from ..sandbox.profile import Bind
 from . import policy
 from .events import ActorEvent, CallRefused, HealthChecked, HealthResult, Spawned
@@ -346,6 +346,7 @@ class Generation:
                     nursery.start_soon(self._memory_watch, links.spec.memory_limit_mb)
                 if self.spawned.launch is not None:
                     nursery.start_soon(self._limits_watch, self.spawned.launch)
+                    nursery.start_soon(self._storage_watch, self.spawned.launch)
                 await process.wait()
                 self.fail_pending(WorkerCrashed(f"plugin {links.key!r} worker exited"))
                 with trio.move_on_after(1.0):  # collect the last frames and output lines
@@ -456,6 +457,19 @@ class Generation:
                     f"CPU quota: throttled to resources.cpu_limit = {resources.cpu_limit:g} CPUs",
                 )
             refused, throttled = now_refused, now_throttled
+
+    async def _storage_watch(self, launch: Launch) -> None:
+        """A worker whose private /data grows past its bound is stopped, as over any limit
+        (the rule is recorded; a plugin that keeps doing it ends in a crash loop)."""
+        limit = launch.data_limit
+        while True:
+            await trio.sleep(self.links.config.storage_check_s)
+            used = await trio.to_thread.run_sync(disk_usage, launch.data_dir, limit)
+            if used > limit:
+                detail = f"its /data holds over {limit // 2**20} MB (security.sandbox_data_mb)"
+                self._log("ERROR", f"storage limit exceeded: {detail}")
+                self._post(policy.ResourceExceeded(f"storage: {detail}"))
+                return
 
     async def _token_refresh_loop(self) -> None:
         while True:

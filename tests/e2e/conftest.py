@@ -79,10 +79,11 @@ async def harness(
     *,
     sandboxed: bool = False,
     egress: bool = False,
+    security: SecurityConfig | None = None,
 ) -> AsyncIterator[Harness]:
     """A supervisor on a fresh store; `sandboxed` starts its workers in the real sandbox,
     `egress` gives plugins with proxy:egress their proxy lane (`h.egress`)."""
-    security = SecurityConfig()
+    security = security or SecurityConfig()
     sandbox = Sandbox(security, tmp_path) if sandboxed else None
     if sandbox is not None:
         assert (await trio.to_thread.run_sync(sandbox.check)).ok, sandbox.status.reason

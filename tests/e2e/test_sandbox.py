@@ -1,6 +1,7 @@
 """The escape corpus: a plugin with no scopes tries every way around the lanes, inside the real
 sandbox (bubblewrap, seccomp, cgroups), one test per probe. None may get through."""
 
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -9,6 +10,7 @@ import msgspec
 import pytest
 import trio
 
+from pentarun.config import SecurityConfig
 from pentarun.errors import WorkerCrashed, WorkerUnavailable
 from pentarun.supervisor.policy import Phase
 
@@ -158,3 +160,15 @@ def _running(marker: str) -> bool:
             except OSError:
                 continue
     return False
+
+
+async def test_a_data_dir_over_its_bound_stops_the_worker_with_the_rule(tmp_path):
+    config = msgspec.structs.replace(CORPUS, storage_check_s=0.1)
+    bounded = SecurityConfig(sandbox_data_mb=8)
+    async with harness(tmp_path, config, sandboxed=True, security=bounded) as h:
+        actor = await h.start("hostile", plugin="hostile")
+        await actor.wait_for(Phase.RUNNING)
+        with contextlib.suppress(WorkerCrashed, WorkerUnavailable):  # stopped mid-write
+            await actor.call("escape", "p1", {"probe": "fill", "arg": 16}, 20.0)
+        await eventually(lambda: "storage" in actor.state.reason)
+        assert _logged(actor, "storage limit exceeded")

@@ -86,6 +86,13 @@ def _burn(seconds: float) -> tuple[bool, str]:
     return False, f"{share:.2f}"
 
 
+def _fill(megabytes: int) -> tuple[bool, str]:
+    with open("/data/fill", "wb") as handle:
+        for _ in range(megabytes):
+            handle.write(os.urandom(2**20))
+    return True, f"wrote {megabytes} MB to /data"
+
+
 def _hog(megabytes: int) -> tuple[bool, str]:
     blocks = [bytearray(2**20) for _ in range(megabytes)]
     return True, f"held {len(blocks)} MB"
@@ -146,6 +153,8 @@ def _probe(probe: str, arg: object) -> tuple[bool, str]:
             escaped, detail = _orphan(arg)
         case "burn":
             escaped, detail = _burn(float(arg))
+        case "fill":
+            escaped, detail = _fill(int(arg))
         case "hog":
             escaped, detail = _hog(int(arg))
         case _:
