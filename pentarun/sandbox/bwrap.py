@@ -63,7 +63,10 @@ def command(
     args += _dirs_for([b.target for b in profile.binds])
     for bind in profile.binds:
         args += ["--bind" if bind.writable else "--ro-bind", bind.source, bind.target]
-    args += [*NAMESPACES, "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
+    # not --die-with-parent: its PR_SET_PDEATHSIG follows the thread that spawned bubblewrap
+    # (one of trio's cached threads, retired after 10 s idle), so it killed healthy workers;
+    # a worker dies with its cgroup instead (generation.py), and exits when its channel ends
+    args += [*NAMESPACES, "--unshare-cgroup-try", "--new-session"]
     args += ["--cap-drop", "ALL"] if profile.uid is None else []
     if profile.uid is None:
         args += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]

@@ -91,7 +91,7 @@ class WorkerCgroup:
             with contextlib.suppress(OSError):  # let the parent hand the controllers down
                 _write(base / "cgroup.subtree_control", "+memory +cpu +pids")
             path = base / name
-            path.mkdir(exist_ok=True)
+            path.mkdir()  # a new name per start: two workers never share a group
             _write(path / "memory.max", memory)
             if (path / "memory.swap.max").exists():
                 _write(path / "memory.swap.max", "0")
@@ -101,7 +101,8 @@ class WorkerCgroup:
         else:
             dirs = {c: root / c / parent / name for c in V1_CONTROLLERS}
             for path in dirs.values():
-                path.mkdir(parents=True, exist_ok=True)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.mkdir()
             _write(dirs["memory"] / "memory.limit_in_bytes", memory)
             with contextlib.suppress(OSError):  # no swap accounting on some kernels
                 _write(dirs["memory"] / "memory.memsw.limit_in_bytes", memory)
@@ -195,8 +196,12 @@ def remove_stale(root: Path = CGROUP_ROOT, parent: str = "pentarun") -> int:
         for group in base.iterdir():
             if _owner_alive(group.name):
                 continue
-            if group.is_dir() and not _read(group / "cgroup.procs").split():
-                with contextlib.suppress(OSError):
-                    group.rmdir()
-                    removed += 1
+            if not group.is_dir():
+                continue
+            for pid in _read(group / "cgroup.procs").split():  # left running: kill them
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                group.rmdir()
+                removed += 1
     return removed

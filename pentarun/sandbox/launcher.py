@@ -13,6 +13,7 @@ unsandboxed; it is reported by the server (start, /readyz, plugin detail, audit 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import subprocess
@@ -34,11 +35,14 @@ SYSTEM_FILES = (
     "/etc/localtime",
     "/etc/hosts",
     "/etc/nsswitch.conf",
-    "/etc/ssl",
+    "/etc/ssl/certs",  # not /etc/ssl: its private/ holds the host's TLS keys
     "/etc/ca-certificates",
     "/etc/alternatives",
 )
 SDK_DIR = str(Path(__file__).resolve().parents[1])  # the `pentarun` package
+RESERVED = "_"  # no plugin key starts with it: the sandbox's own runs never share a plugin's
+# what the sandbox's own runs (the check, the escape probes) get: not the server's environment
+MINIMAL_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONNOUSERSITE": "1"}
 
 
 class SandboxUnavailable(Exception):
@@ -104,8 +108,7 @@ class Sandbox:
         self.host = host_paths(os.geteuid() == 0, settings.sandbox_uid_base)
         # fail closed: "on" is unusable until check() has proven it works
         self.status = SandboxStatus(settings.sandbox, settings.sandbox == "off", "not checked")
-        self._count = 0
-        self._checking = False
+        self._count = itertools.count(1)  # next() is atomic: prepare runs in threads
 
     @property
     def on(self) -> bool:
@@ -122,18 +125,22 @@ class Sandbox:
         if not self.on:
             self.status = SandboxStatus("off", True, "sandbox disabled by security.sandbox")
             return self.status
-        self._checking = True
         try:
             self._try()
         except SandboxUnavailable as exc:
             self.status = SandboxStatus("on", False, str(exc))
         else:
             self.status = SandboxStatus("on", True)
-        finally:
-            self._checking = False
         return self.status
 
     def _try(self) -> None:
+        data = self.data_dir.resolve()
+        for source in (*self.host.system, *self.host.python, self.host.sdk):
+            if data.is_relative_to(Path(source).resolve()):
+                raise SandboxUnavailable(
+                    f"the data dir {data} lies inside {source}, which every worker sees: "
+                    "choose a data dir outside the Python installation and the package"
+                )
         if shutil.which(bwrap.BWRAP) is None:
             raise SandboxUnavailable("bubblewrap (bwrap) is not installed")
         if self.host.root and not os.path.exists(bwrap.SETPRIV):
@@ -144,13 +151,15 @@ class Sandbox:
             seccomp.build_filter()
         except (CgroupUnavailable, seccomp.UnsupportedArchitecture) as exc:
             raise SandboxUnavailable(str(exc)) from None
-        tree = self.data_dir / "plugin-data" / "sandbox-check-tree"
+        tree = self.data_dir / "plugin-data" / f"{RESERVED}check-tree"
         tree.mkdir(parents=True, exist_ok=True)
-        launch = self.prepare("sandbox-check", tree, Resources(), ["/bin/true"])
+        argv = ["/bin/true"]
+        launch = self.prepare(f"{RESERVED}check", tree, Resources(), argv, checking=True)
         try:
             done = subprocess.run(
                 launch.command,
                 pass_fds=launch.pass_fds,
+                env=MINIMAL_ENV,
                 capture_output=True,
                 timeout=30,
                 check=False,
@@ -171,11 +180,14 @@ class Sandbox:
         resources: Resources,
         argv: list[str],
         extra: tuple[Bind, ...] = (),
+        *,
+        checking: bool = False,
     ) -> Launch:
-        """Everything a sandboxed start of `argv` needs. Blocking (mkdir, chown, cgroup)."""
+        """Everything a sandboxed start of `argv` needs. Blocking (mkdir, chown, cgroup).
+        Refused until check() proved the sandbox works (`checking`: check() itself)."""
         if not self.on:
             raise SandboxUnavailable("the sandbox is off")
-        if not self.status.ok and not self._checking:
+        if not self.status.ok and not checking:
             raise SandboxUnavailable(self.status.reason or "the sandbox was not checked")
         data = self.data_dir_of(key)
         data.mkdir(parents=True, exist_ok=True)
@@ -191,10 +203,9 @@ class Sandbox:
         if profile.uid is not None:
             os.chown(data, profile.uid, profile.uid)
             data.chmod(0o700)
-        self._count += 1
         try:
             group = WorkerCgroup.create(
-                f"{key}-{os.getpid()}-{self._count}",
+                f"{key}-{os.getpid()}-{next(self._count)}",
                 memory_mb=limits.memory_mb,
                 cpus=limits.cpus,
                 max_processes=limits.max_processes,
@@ -237,11 +248,17 @@ def escape_probes(
         "port": port,
         "max_processes": resources.max_processes,
     }
-    launch = sandbox.prepare(f"{key}-probes", tree, resources, [sys.executable, PROBES])
+    argv = [sys.executable, "-s", PROBES]
+    launch = sandbox.prepare(f"{RESERVED}probes-{key}", tree, resources, argv)
     launch.command.append(msgspec.json.encode(args).decode())
     try:
         done = subprocess.run(
-            launch.command, pass_fds=launch.pass_fds, capture_output=True, timeout=60, check=False
+            launch.command,
+            pass_fds=launch.pass_fds,
+            env=MINIMAL_ENV,
+            capture_output=True,
+            timeout=60,
+            check=False,
         )
     finally:
         launch.release()

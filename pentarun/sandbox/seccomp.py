@@ -151,6 +151,7 @@ SPECIAL: Mapping[str, Syscall] = {
         _sc("clone3", 435, 435, "ENOSYS: flags unreadable to BPF; glibc falls back to clone"),
         _sc("personality", 135, 92, "only query or PER_LINUX: no ADDR_NO_RANDOMIZE etc."),
         _sc("ioctl", 16, 29, "EPERM for TIOCSTI/TIOCLINUX: no typing into a terminal"),
+        _sc("socket", 41, 198, "EPERM for AF_VSOCK and AF_ALG: not network-namespaced"),
     )
 }
 
@@ -167,6 +168,9 @@ CLONE_NAMESPACE_FLAGS = (
 )
 PER_LINUX, PERSONALITY_QUERY = 0x00000000, 0xFFFFFFFF  # the default persona; "just tell me"
 _IOCTL_DENIED = (0x5412, 0x541C)  # TIOCSTI, TIOCLINUX (asm-generic, x86_64 and aarch64)
+# AF_VSOCK (40) reaches the hypervisor and host past the network namespace; AF_ALG (38) is
+# the kernel crypto API, an attack surface no plugin needs
+_SOCKET_FAMILIES_DENIED = (40, 38)
 
 # linux/bpf_common.h: BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_J*|BPF_K, BPF_RET|BPF_K
 LD_W_ABS, JEQ_K, JGE_K, JSET_K, RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
@@ -271,6 +275,7 @@ def compile_filter(arch: str, denied: Iterable[str]) -> bytes:
         _Op(JEQ_K, special["clone3"], jt="enosys"),
         _Op(JEQ_K, special["personality"], jt="personality"),
         _Op(JEQ_K, special["ioctl"], jt="ioctl"),
+        _Op(JEQ_K, special["socket"], jt="socket"),
         _Op(RET_K, RET_ALLOW),
         "clone",
         _Op(LD_W_ABS, _arg_lo(0)),
@@ -282,6 +287,10 @@ def compile_filter(arch: str, denied: Iterable[str]) -> bytes:
         "ioctl",
         _Op(LD_W_ABS, _arg_lo(1)),
         *(_Op(JEQ_K, cmd, jt="eperm") for cmd in _IOCTL_DENIED),
+        _Op(RET_K, RET_ALLOW),
+        "socket",
+        _Op(LD_W_ABS, _arg_lo(0)),
+        *(_Op(JEQ_K, family, jt="eperm") for family in _SOCKET_FAMILIES_DENIED),
         "allow",
         _Op(RET_K, RET_ALLOW),
         "eperm",

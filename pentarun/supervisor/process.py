@@ -42,6 +42,9 @@ def worker_environment(spec: WorkerSpec, ipc_fd: int, max_frame: int) -> dict[st
             IPC_FD_ENV: str(ipc_fd),
             MAX_FRAME_ENV: str(max_frame),
             "PYTHONUNBUFFERED": "1",
+            # no user site: a .pth a plugin planted in ~/.local (its /data) would run at every
+            # start, outside what the integrity check covers
+            "PYTHONNOUSERSITE": "1",
             "PYTHONPATH": os.pathsep.join(p for p in (SDK_PATH, spec.env.get("PYTHONPATH")) if p),
             "HOME": str(spec.root),
         }
@@ -107,7 +110,8 @@ async def spawn(
         parent.close()
         os.close(out_read)
         if launch is not None:
-            await trio.to_thread.run_sync(launch.release)
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(launch.release)
         raise
     finally:
         child.close()

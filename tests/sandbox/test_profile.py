@@ -41,7 +41,8 @@ def test_the_argv_joins_the_cgroup_first_and_confines_then_drops_to_the_plugin_u
     for flag in ("--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"):
         assert flag in argv
     assert argv[argv.index("--seccomp") : argv.index("--seccomp") + 2] == ["--seccomp", "7"]
-    assert "--die-with-parent" in argv and "--new-session" in argv
+    assert "--new-session" in argv
+    assert "--die-with-parent" not in argv  # its death signal follows the spawning thread
     rest = argv[argv.index("--") + 1 :]
     assert rest[0] == SETPRIV and "--no-new-privs" in rest and rest[-2:] == ["python", "w.py"]
     assert "--unshare-user" not in argv  # as root: its own host uid, not a user namespace
@@ -66,3 +67,16 @@ def test_the_join_script_sets_limits_and_fails_closed():
     script = join_script(["/a b/procs"], 512)
     assert "'/a b/procs'" in script and "|| exit 97" in script
     assert "ulimit -n 512" in script and "ulimit -c 0" in script and 'exec "$@"' in script
+
+
+def test_a_data_dir_that_every_worker_would_see_is_refused():
+    import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from pentarun.config import SecurityConfig  # noqa: PLC0415
+    from pentarun.sandbox.launcher import Sandbox  # noqa: PLC0415
+
+    inside = Path(sys.prefix) / "var"  # e.g. the server started from inside its venv
+    status = Sandbox(SecurityConfig(), inside).check()
+    assert not status.ok and "every worker sees" in status.reason
+    assert not inside.exists()  # refused before anything was created

@@ -72,6 +72,9 @@ def run(program: bytes, nr: int, arch: int, args: Sequence[int] = ()) -> int:
             pc += 1 + (jt if taken else jf)
 
 
+AF_VSOCK, AF_ALG = 40, 38
+
+
 def expected(arch: str, denied: set[str], nr: int, audit: int, args: Sequence[int]) -> int:
     """What the filter must answer, written from the contract rather than from the program."""
     if audit != ARCHES[arch].audit_arch:
@@ -90,6 +93,8 @@ def expected(arch: str, denied: set[str], nr: int, audit: int, args: Sequence[in
         return ALLOW if lo[0] in (0, 0xFFFFFFFF) else EPERM
     if name == "ioctl":
         return EPERM if lo[1] in (TIOCSTI, TIOCLINUX) else ALLOW
+    if name == "socket":
+        return EPERM if lo[0] in (AF_VSOCK, AF_ALG) else ALLOW
     return ALLOW
 
 
@@ -324,6 +329,15 @@ def test_personality_and_ioctl(arch):
     assert run(program, ioctl, audit, [0, TIOCLINUX]) == EPERM
     assert run(program, ioctl, audit, [0, 1 << 32 | TIOCSTI]) == EPERM  # CVE-2019-10063's trick
     assert run(program, ioctl, audit, [0, 0x5401]) == ALLOW  # TCGETS
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHES))
+def test_socket_families_that_pass_the_network_namespace_are_refused(arch):
+    program, audit, nr = build_filter(arch), ARCHES[arch].audit_arch, nr_of("socket", arch)
+    assert run(program, nr, audit, [AF_VSOCK, 1, 0]) == EPERM
+    assert run(program, nr, audit, [AF_ALG, 5, 0]) == EPERM
+    for family in (1, 2, 10, 16):  # AF_UNIX, AF_INET, AF_INET6, AF_NETLINK
+        assert run(program, nr, audit, [family, 1, 0]) == ALLOW
 
 
 def test_x86_64_kills_x32_and_foreign_arches_but_passes_minus_one():
