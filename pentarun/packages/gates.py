@@ -127,7 +127,8 @@ async def _harness(
 ) -> AsyncIterator[_Harness]:
     with tempfile.TemporaryDirectory(prefix="pentarun-gates-") as tmp:
         async with open_database(Path(tmp) / "gates.db") as db, trio.open_nursery() as nursery:
-            platform = assemble(config, db, sandbox=sandbox)
+            scratch = sandbox.scratch(Path(tmp)) if sandbox is not None else None
+            platform = assemble(config, db, sandbox=scratch)
             supervisor = platform.supervisor
             await nursery.start(supervisor.run)
             await records.upsert_plugin(

@@ -420,6 +420,9 @@ class Installs:
                     self.layout.tree(key, row.id),
                 ):
                     await trio.to_thread.run_sync(installer.remove, path)
+            # its private /data goes with it: a later plugin of the same key starts empty
+            plugin_data = self.layout.data_dir / "plugin-data" / key
+            await trio.to_thread.run_sync(installer.remove, plugin_data)
         records.record_event(
             self.db, key, "uninstalled", state="UNINSTALLED", reason=f"uninstalled by {operator}"
         )

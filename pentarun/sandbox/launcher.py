@@ -170,6 +170,13 @@ class Sandbox:
             output = (done.stderr or done.stdout).decode(errors="replace").strip()
             raise SandboxUnavailable(f"bubblewrap failed ({done.returncode}): {output[-300:]}")
 
+    def scratch(self, data_dir: Path) -> Sandbox:
+        """The same sandbox (as checked) with its plugins' /data under `data_dir`: the test
+        gates' workers never touch a live plugin's data."""
+        copy = Sandbox(self.settings, data_dir)
+        copy.status = self.status
+        return copy
+
     def data_dir_of(self, key: str) -> Path:
         return self.data_dir / "plugin-data" / key
 

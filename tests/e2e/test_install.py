@@ -296,6 +296,7 @@ async def test_quarantine_release_and_uninstall(server):
         await client.post("/api/plugins/demo/enable", json={})
         await wait_worker(client, "demo")
         assert (await call(client)).status_code == 200
+        assert (server.data_dir / "plugin-data" / "demo").is_dir()  # its private /data
         run_id = (await client.post("/api/plugins/demo/tests")).json()["run_id"]
         with trio.fail_after(60):
             while (await client.get(f"/api/plugins/demo/tests/{run_id}")).json()[
@@ -310,6 +311,7 @@ async def test_quarantine_release_and_uninstall(server):
         assert (await call(client)).status_code == 404
         assert not list((server.data_dir / "plugins").glob("demo/*"))
         assert not list((server.data_dir / "packages").iterdir())
+        assert not (server.data_dir / "plugin-data" / "demo").exists()  # gone with it
 
 
 SLOW_ECHO = WORKER.replace(
