@@ -63,10 +63,14 @@ class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # "on": every worker runs in a sandbox (fail closed); "off" only by an explicit operator
     # choice, reported at start, in /readyz, in every plugin's detail and in the audit log
     sandbox: Literal["on", "off"] = "on"
-    sandbox_uid_base: int = 200_000  # per-plugin host uids when the server runs as root
-    sandbox_tmp_mb: int = 64  # each worker's private /tmp (a tmpfs)
-    sandbox_open_files: int = 1024
-    sandbox_data_mb: int = 256  # each plugin's private /data: over it the worker is stopped
+    # per-plugin host uids (base .. base+65535) when the server runs as root: never 0 or a
+    # system uid
+    sandbox_uid_base: Annotated[int, msgspec.Meta(ge=10_000, le=2**31 - 2**16)] = 200_000
+    # each worker's private /tmp (a tmpfs; 0 would mean unbounded to bubblewrap)
+    sandbox_tmp_mb: Annotated[int, msgspec.Meta(ge=1, le=65_536)] = 64
+    sandbox_open_files: Annotated[int, msgspec.Meta(ge=64, le=1_048_576)] = 1024
+    # each plugin's private /data: over it the worker is stopped
+    sandbox_data_mb: Annotated[int, msgspec.Meta(ge=1)] = 256
 
 
 class InstallConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

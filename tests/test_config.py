@@ -41,3 +41,9 @@ def test_typos_and_bad_values_are_refused(tmp_path, text, env):
     path.write_text(text)
     with pytest.raises(BadRequest):
         load_config(path, environ=env)
+
+
+def test_sandbox_settings_that_would_weaken_it_are_refused():
+    for key, value in (("sandbox_uid_base", "0"), ("sandbox_tmp_mb", "0"), ("sandbox", "maybe")):
+        with pytest.raises(BadRequest, match=key if key != "sandbox" else "sandbox"):
+            load_config(environ={f"PENTARUN_SECURITY__{key.upper()}": value})
