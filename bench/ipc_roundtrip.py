@@ -25,6 +25,7 @@ from pentarun.config import SupervisorConfig
 from pentarun.packages.manifest import Manifest, Security
 from pentarun.store import records
 from pentarun.store.db import open_database
+from pentarun.supervisor.actor import WorkerActor
 from pentarun.supervisor.policy import Phase
 from pentarun.supervisor.process import WorkerSpec
 
@@ -107,6 +108,31 @@ def trio_floor(count: int) -> list[float]:
     return samples
 
 
+async def measure_calls(
+    actor: WorkerActor, count: int, in_flight: int
+) -> tuple[list[float], float]:
+    """Sequential round trips of `echo` (seconds each), then pipelined calls/s."""
+    params = {"n": 1}
+    for _ in range(200):  # warm up
+        await actor.call("echo", "p1", params)
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        await actor.call("echo", "p1", params)
+        samples.append(time.perf_counter() - start)
+    per_task = count * 4 // in_flight
+
+    async def caller() -> None:
+        for _ in range(per_task):
+            await actor.call("echo", "p1", params)
+
+    start = time.perf_counter()
+    async with trio.open_nursery() as callers:
+        for _ in range(in_flight):
+            callers.start_soon(caller)
+    return samples, per_task * in_flight / (time.perf_counter() - start)
+
+
 async def actor_bench(count: int, in_flight: int) -> tuple[list[float], float]:
     with tempfile.TemporaryDirectory() as tmp:
         async with open_database(Path(tmp) / "bench.db") as db, trio.open_nursery() as nursery:
@@ -119,27 +145,7 @@ async def actor_bench(count: int, in_flight: int) -> tuple[list[float], float]:
             actor.start()
             with trio.fail_after(20):
                 await actor.wait_for(Phase.RUNNING)
-            params = {"n": 1}
-            for _ in range(200):  # warm up
-                await actor.call("echo", "p1", params)
-            samples = []
-            for _ in range(count):
-                start = time.perf_counter()
-                await actor.call("echo", "p1", params)
-                samples.append(time.perf_counter() - start)
-
-            total = count * 4
-            per_task = total // in_flight
-
-            async def caller() -> None:
-                for _ in range(per_task):
-                    await actor.call("echo", "p1", params)
-
-            start = time.perf_counter()
-            async with trio.open_nursery() as callers:
-                for _ in range(in_flight):
-                    callers.start_soon(caller)
-            throughput = per_task * in_flight / (time.perf_counter() - start)
+            samples, throughput = await measure_calls(actor, count, in_flight)
             await supervisor.stop_all(5)
             nursery.cancel_scope.cancel()
     return samples, throughput

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import msgspec
 import trio
-from ipc_roundtrip import BENCH_MANIFEST, PLUGIN
+from ipc_roundtrip import BENCH_MANIFEST, PLUGIN, measure_calls
 
 from pentarun.assembly import assemble
 from pentarun.config import SecurityConfig, SupervisorConfig
@@ -86,29 +86,12 @@ async def measure(sandboxed: bool, starts: int, calls: int, in_flight: int) -> d
 
 
 async def _ipc(actor: WorkerActor, calls: int, in_flight: int) -> dict[str, float]:
-    params = {"n": 1}
-    for _ in range(200):  # warm up
-        await actor.call("echo", "p1", params)
-    samples = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        await actor.call("echo", "p1", params)
-        samples.append(time.perf_counter() - start)
+    samples, throughput = await measure_calls(actor, calls, in_flight)
     samples.sort()
-    per_task = calls * 4 // in_flight
-
-    async def caller() -> None:
-        for _ in range(per_task):
-            await actor.call("echo", "p1", params)
-
-    start = time.perf_counter()
-    async with trio.open_nursery() as callers:
-        for _ in range(in_flight):
-            callers.start_soon(caller)
     return {
         "p50_us": samples[len(samples) // 2] * 1e6,
         "p99_us": samples[int(len(samples) * 0.99)] * 1e6,
-        "calls_s": per_task * in_flight / (time.perf_counter() - start),
+        "calls_s": throughput,
     }
 
 

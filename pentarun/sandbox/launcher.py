@@ -89,6 +89,21 @@ class Launch:
                 os.close(fd)
         self._own_fds.clear()
 
+    def run(self, timeout_s: float) -> subprocess.CompletedProcess[bytes]:
+        """Run to completion with a minimal environment (the sandbox's own short runs: the
+        check, the escape probes), then release. Blocking."""
+        try:
+            return subprocess.run(
+                self.command,
+                pass_fds=self.pass_fds,
+                env=MINIMAL_ENV,
+                capture_output=True,
+                timeout=timeout_s,
+                check=False,
+            )
+        finally:
+            self.release()
+
     def release(self) -> None:
         """After the worker ended: kill what is left in its cgroup and remove it."""
         self.close_fds()
@@ -154,18 +169,7 @@ class Sandbox:
         tree = self.data_dir / "plugin-data" / f"{RESERVED}check-tree"
         tree.mkdir(parents=True, exist_ok=True)
         argv = ["/bin/true"]
-        launch = self.prepare(f"{RESERVED}check", tree, Resources(), argv, checking=True)
-        try:
-            done = subprocess.run(
-                launch.command,
-                pass_fds=launch.pass_fds,
-                env=MINIMAL_ENV,
-                capture_output=True,
-                timeout=30,
-                check=False,
-            )
-        finally:
-            launch.release()
+        done = self.prepare(f"{RESERVED}check", tree, Resources(), argv, checking=True).run(30)
         if done.returncode != 0:
             output = (done.stderr or done.stdout).decode(errors="replace").strip()
             raise SandboxUnavailable(f"bubblewrap failed ({done.returncode}): {output[-300:]}")
@@ -255,20 +259,8 @@ def escape_probes(
         "port": port,
         "max_processes": resources.max_processes,
     }
-    argv = [sys.executable, "-s", PROBES]
-    launch = sandbox.prepare(f"{RESERVED}probes-{key}", tree, resources, argv)
-    launch.command.append(msgspec.json.encode(args).decode())
-    try:
-        done = subprocess.run(
-            launch.command,
-            pass_fds=launch.pass_fds,
-            env=MINIMAL_ENV,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-    finally:
-        launch.release()
+    argv = [sys.executable, "-s", PROBES, msgspec.json.encode(args).decode()]
+    done = sandbox.prepare(f"{RESERVED}probes-{key}", tree, resources, argv).run(60)
     try:
         return msgspec.json.decode(done.stdout, type=list[ProbeResult])
     except msgspec.DecodeError:
