@@ -4,6 +4,10 @@
     launch = sandbox.prepare(spec, resources)                        (blocking: off the loop)
     ... start launch.command with launch.pass_fds ...;  launch.close_fds();  launch.release()
 
+Where the kernel offers Landlock, the worker's first step inside the sandbox is confine.py,
+which restricts it to what the mounts already give before running its script (defence in
+depth); the status says which Landlock ABI is in force, or that the kernel has none.
+
 Fail closed: with `security.sandbox = "on"` and a sandbox that cannot be set up (no
 bubblewrap, no cgroups, no seccomp for this architecture, bubblewrap refusing), `prepare`
 raises SandboxUnavailable with the reason and no worker starts. `"off"` is the only way to run
@@ -24,10 +28,11 @@ from pathlib import Path
 import msgspec
 
 from ..config import SecurityConfig
+from ..ipc.env import SANDBOX_EGRESS_PORT
 from ..packages.manifest import Resources
-from . import bwrap, seccomp
+from . import bwrap, confine, seccomp
 from .cgroups import CgroupUnavailable, WorkerCgroup, layout, remove_stale
-from .profile import Bind, Host, Limits, profile_for
+from .profile import Bind, Host, Limits, landlock_rules, profile_for
 
 SYSTEM_DIRS = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin")
 SYSTEM_FILES = (
@@ -40,6 +45,7 @@ SYSTEM_FILES = (
     "/etc/alternatives",
 )
 SDK_DIR = str(Path(__file__).resolve().parents[1])  # the `pentarun` package
+CONFINE = str(Path(__file__).resolve().parent / "confine.py")
 RESERVED = "_"  # no plugin key starts with it: the sandbox's own runs never share a plugin's
 # what the sandbox's own runs (the check, the escape probes) get: not the server's environment
 MINIMAL_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONNOUSERSITE": "1"}
@@ -59,6 +65,7 @@ class SandboxStatus(msgspec.Struct, frozen=True):
     mode: str  # "on" | "off"
     ok: bool
     reason: str = ""
+    landlock: int = 0  # the Landlock ABI workers are confined with; 0: the kernel has none
 
     def report(self) -> dict[str, object]:
         """How the sandbox stands, as /readyz, each plugin's detail and the start log say it
@@ -68,6 +75,10 @@ class SandboxStatus(msgspec.Struct, frozen=True):
             report["warning"] = OFF_WARNING
         elif not self.ok:
             report["reason"] = f"no worker starts: {self.reason}"
+        else:
+            report["landlock"] = (
+                f"ABI {self.landlock}" if self.landlock else "not offered by this kernel"
+            )
         return report
 
 
@@ -124,6 +135,7 @@ class Sandbox:
         # fail closed: "on" is unusable until check() has proven it works
         self.status = SandboxStatus(settings.sandbox, settings.sandbox == "off", "not checked")
         self._count = itertools.count(1)  # next() is atomic: prepare runs in threads
+        self.landlock = 0  # the kernel's Landlock ABI, found by check()
 
     @property
     def on(self) -> bool:
@@ -145,7 +157,7 @@ class Sandbox:
         except SandboxUnavailable as exc:
             self.status = SandboxStatus("on", False, str(exc))
         else:
-            self.status = SandboxStatus("on", True)
+            self.status = SandboxStatus("on", True, landlock=self.landlock)
         return self.status
 
     def _try(self) -> None:
@@ -166,9 +178,11 @@ class Sandbox:
             seccomp.build_filter()
         except (CgroupUnavailable, seccomp.UnsupportedArchitecture) as exc:
             raise SandboxUnavailable(str(exc)) from None
+        self.landlock = confine.abi()
         tree = self.data_dir / "plugin-data" / f"{RESERVED}check-tree"
         tree.mkdir(parents=True, exist_ok=True)
-        argv = ["/bin/true"]
+        (tree / "check.py").write_text("pass\n")  # Python starts, confined as workers are
+        argv = [sys.executable, str(tree / "check.py")]
         done = self.prepare(f"{RESERVED}check", tree, Resources(), argv, checking=True).run(30)
         if done.returncode != 0:
             output = (done.stderr or done.stdout).decode(errors="replace").strip()
@@ -178,7 +192,7 @@ class Sandbox:
         """The same sandbox (as checked) with its plugins' /data under `data_dir`: the test
         gates' workers never touch a live plugin's data."""
         copy = Sandbox(self.settings, data_dir)
-        copy.status = self.status
+        copy.status, copy.landlock = self.status, self.landlock
         return copy
 
     def data_dir_of(self, key: str) -> Path:
@@ -194,8 +208,9 @@ class Sandbox:
         *,
         checking: bool = False,
     ) -> Launch:
-        """Everything a sandboxed start of `argv` needs. Blocking (mkdir, chown, cgroup).
-        Refused until check() proved the sandbox works (`checking`: check() itself)."""
+        """Everything a sandboxed start of `argv` ([python, script, args...]) needs.
+        Blocking (mkdir, chown, cgroup). Refused until check() proved the sandbox works
+        (`checking`: check() itself)."""
         if not self.on:
             raise SandboxUnavailable("the sandbox is off")
         if not self.status.ok and not checking:
@@ -230,6 +245,9 @@ class Sandbox:
             raise SandboxUnavailable(f"cannot build the seccomp filter: {exc}") from None
         # "/x/bench/../.venv/bin/python" names a path that does not exist in the sandbox
         argv = [os.path.normpath(argv[0]), *argv[1:]]
+        if self.landlock:
+            rules = landlock_rules(profile, (SANDBOX_EGRESS_PORT,))
+            argv = [argv[0], CONFINE, msgspec.json.encode(rules).decode(), *argv[1:]]
         command = bwrap.command(profile, argv, seccomp_fd=program, cgroup_procs=group.procs_files)
         limit = settings.sandbox_data_mb * 2**20
         return Launch(command, (program,), group, data, limit, [program])
@@ -258,8 +276,9 @@ def escape_probes(
         "server_pid": os.getpid(),
         "port": port,
         "max_processes": resources.max_processes,
+        "landlock": sandbox.landlock > 0,
     }
-    argv = [sys.executable, "-s", PROBES, msgspec.json.encode(args).decode()]
+    argv = [sys.executable, PROBES, msgspec.json.encode(args).decode()]
     done = sandbox.prepare(f"{RESERVED}probes-{key}", tree, resources, argv).run(60)
     try:
         return msgspec.json.decode(done.stdout, type=list[ProbeResult])

@@ -1,7 +1,7 @@
 """Escape probes, run by the security gate inside a plugin's own staged sandbox.
 
     python probes.py '{"secrets": [...], "writable": [...], "own": "...", "server_pid": 1,
-                       "port": 8128, "max_processes": 64}'
+                       "port": 8128, "max_processes": 64, "landlock": true}'
 
 prints one JSON list of {"probe", "escaped", "detail"}. Standard library only: it runs in the
 sandbox with the plugin's tree, limits and seccomp filter, before any of the plugin's code has
@@ -57,6 +57,16 @@ def _connect(port: int) -> Result:
         return False, f"port {port}: {exc.strerror or exc}"
 
 
+def _loopback_tcp() -> Result:
+    """With Landlock in force, TCP on the sandbox's own loopback is refused (EACCES) on every
+    port but the egress relay's, before the network stack answers."""
+    try:
+        with socket.create_connection(("127.0.0.1", 9), timeout=2):
+            return True, "connected to port 9 of the sandbox's loopback"
+    except OSError as exc:
+        return exc.errno != errno.EACCES, f"port 9: {exc.strerror or exc}"
+
+
 def _syscall(name: str, *args: int) -> Result:
     libc = ctypes.CDLL(None, use_errno=True)
     result = getattr(libc, name)(*args)
@@ -105,6 +115,8 @@ def probes(args: dict[str, Any]) -> list[tuple[str, Callable[[], Result]]]:
         ("privileges", _limits),
         ("processes over the limit", lambda: _processes(int(args["max_processes"]))),
     ]
+    if args.get("landlock"):
+        found.append(("TCP past Landlock", _loopback_tcp))
     return found
 
 

@@ -92,6 +92,24 @@ def profile_for(
     )
 
 
+class LandlockRules(msgspec.Struct, frozen=True):
+    """What confine.py lets the worker reach once Landlock is on (paths inside the sandbox)."""
+
+    read: tuple[str, ...]
+    write: tuple[str, ...]
+    devices: tuple[str, ...]
+    ports: tuple[int, ...]
+
+
+def landlock_rules(profile: SandboxProfile, ports: tuple[int, ...]) -> LandlockRules:
+    """Exactly what the mounts give, again: read-only binds and /proc readable, writable binds
+    and /tmp writable, the device files of /dev readable and writable (no ioctl, no new nodes),
+    TCP only on `ports` (the egress relay's)."""
+    read = [b.target for b in profile.binds if not b.writable] + ["/proc"]
+    write = ["/tmp"] + [b.target for b in profile.binds if b.writable]
+    return LandlockRules(tuple(read), tuple(write), ("/dev",), ports)
+
+
 def _without_duplicates(binds: list[Bind]) -> list[Bind]:
     """One bind per target; a path inside another read-only bind is already visible."""
     kept: list[Bind] = []

@@ -39,6 +39,7 @@ class Harness:
         self.supervisor = platform.supervisor
         self.db = db
         self.egress: EgressLane | None = None
+        self.sandbox: Sandbox | None = None
 
     async def start(
         self,
@@ -103,7 +104,7 @@ async def harness(
         await nursery.start(supervisor.run)
         try:
             harness = Harness(platform, db)
-            harness.egress = lane
+            harness.egress, harness.sandbox = lane, sandbox
             yield harness
         finally:
             with trio.CancelScope(shield=True):

@@ -106,5 +106,9 @@ async def test_in_the_sandbox_the_lane_is_the_only_way_out(tmp_path):
         direct = (
             await actor.call("fetch", "p1", {"url": f"http://127.0.0.1:{granted}/", "direct": True})
         ).value
-        assert direct["status"] == 0 and "refused" in direct["error"].lower()  # no route out
+        # no route out: the host's port is not in the sandbox's network, and Landlock (where
+        # the kernel has it) refuses TCP to any port but the relay's before the stack answers
+        landlock = h.sandbox is not None and h.sandbox.landlock > 0
+        expected = "permission denied" if landlock else "refused"
+        assert direct["status"] == 0 and expected in direct["error"].lower()
         nursery.cancel_scope.cancel()

@@ -2,7 +2,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pentarun.sandbox.bwrap import SETPRIV, command, join_script
-from pentarun.sandbox.profile import DATA, UID_SPAN, Bind, Host, Limits, plugin_uid, profile_for
+from pentarun.sandbox.profile import (
+    DATA,
+    UID_SPAN,
+    Bind,
+    Host,
+    Limits,
+    landlock_rules,
+    plugin_uid,
+    profile_for,
+)
 
 HOST = Host(
     system=("/usr", "/lib", "/etc/ssl"),
@@ -80,3 +89,12 @@ def test_a_data_dir_that_every_worker_would_see_is_refused():
     status = Sandbox(SecurityConfig(), inside).check()
     assert not status.ok and "every worker sees" in status.reason
     assert not inside.exists()  # refused before anything was created
+
+
+def test_landlock_gives_again_exactly_what_the_mounts_give():
+    p = profile()
+    rules = landlock_rules(p, (3128,))
+    assert set(rules.write) == {"/tmp", DATA}  # nothing else writable
+    assert set(rules.read) == {b.target for b in p.binds if not b.writable} | {"/proc"}
+    assert rules.devices == ("/dev",) and rules.ports == (3128,)
+    assert not set(rules.read) & set(rules.write)
