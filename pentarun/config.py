@@ -108,8 +108,9 @@ class EgressConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     (resolving and dialling included). Per CONNECT
     tunnel: `max_tunnel_bytes` both ways together, `tunnel_timeout_s` in all. Dialling (name
     resolution and connect) takes at most `connect_timeout_s`; the request head must arrive
-    within `header_timeout_s` and fit `max_header_bytes`. `socket_dir` holds the plugins'
-    proxy sockets (empty: <data_dir>/egress).
+    within `header_timeout_s` and fit `max_header_bytes`. An open connection is checked
+    against the grants again every `grant_recheck_s` (a revoked grant cuts it). `socket_dir`
+    holds the plugins' proxy sockets (empty: <data_dir>/egress).
     """
 
     requests_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 300
@@ -122,6 +123,7 @@ class EgressConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     header_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16 * 1024
+    grant_recheck_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
     socket_dir: str = ""
 
 

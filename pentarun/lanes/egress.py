@@ -25,8 +25,10 @@ answer is sent) and counted for the plugin's detail (rate and connection refusal
 reason per minute, carrying `count`). Every request that got through the policy is audited
 `egress.request` (host, port, address, status, bytes each way, duration, and `error` when it
 failed: 413/502/504 with `X-Pentarun-Egress-Error`, or cut off past a bound). Grants are
-read from the store on every request: a change takes effect at once (an open tunnel runs out
-its bounds).
+read from the store on every request: a change takes effect at once; an open connection is
+checked again every `grant_recheck_s` and cut (`grant_revoked`) once nothing allows it. A
+connection that turns out to reach the server's own host is closed before a byte is sent
+unless an operator named that address and port exactly (`address_server`).
 """
 
 from __future__ import annotations
@@ -55,7 +57,16 @@ from ..packages.manifest import Manifest
 from ..store import records
 from ..store.db import Database
 from .calls import clip
-from .egress_addresses import Target, TargetError, parse_authority, parse_proxy_url
+from .egress_addresses import (
+    AddressClass,
+    Target,
+    TargetError,
+    classify,
+    ip,
+    parse_authority,
+    parse_proxy_url,
+    plain,
+)
 from .egress_http import (
     LINGER_S,
     Client,
@@ -76,6 +87,8 @@ from .egress_policy import (
     admit,
     choose,
     load_grants,
+    own_host_refusal,
+    still_allowed,
 )
 
 log = logging.getLogger(__name__)
@@ -348,7 +361,8 @@ class PluginProxy:
             if dialled is None:
                 return
             upstream, address, granted = dialled
-            async with upstream:
+            async with upstream, trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_grants, target, address, outcome, nursery)
                 try:
                     if connect:
                         await tunnel(client, upstream, self.lane.limits, outcome)
@@ -366,6 +380,7 @@ class PluginProxy:
                     await client.fail(outcome, 400, "bad_request", f"egress: {exc}")
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     outcome.error = outcome.error or "connection_lost"
+                nursery.cancel_scope.cancel()
         if scope.cancelled_caught:
             await client.fail(outcome, 504, "timeout", f"egress: over {limit:g} s")
         self._audit_request(method, target, address, outcome, started, granted=granted)
@@ -404,9 +419,15 @@ class PluginProxy:
             for address in chosen.addresses:
                 try:
                     stream = await trio.open_tcp_stream(address, target.port)
-                    return stream, address, chosen.granted
                 except OSError as exc:
                     errors.append(f"{address}: {exc.strerror or exc}")
+                    continue
+                refusal = own_host_refusal(chosen, address, reaches_own_host(stream))
+                if refusal is None:
+                    return stream, address, chosen.granted
+                await stream.aclose()  # nothing was sent
+                await self._refuse(client.stream, refusal, method=method, target=target)
+                return None
         error = "; ".join(errors) or "timed out"
         await client.fail(outcome, 502, "connect_failed", f"egress: cannot connect: {error}")
         self._audit_request(method, target, "", outcome, started)
@@ -414,6 +435,21 @@ class PluginProxy:
 
     def _grants(self) -> tuple[Grant, ...]:
         return self.lane.grants(self.key)
+
+    async def _watch_grants(
+        self, target: Target, address: str, outcome: Outcome, nursery: trio.Nursery
+    ) -> None:
+        """Cut the connection once what allowed it no longer does (a grant taken back)."""
+        manifest = self.manifest
+        while True:
+            await trio.sleep(self.lane.config.grant_recheck_s)
+            grants = self._grants()
+            if not still_allowed(
+                manifest.scopes, manifest.allowed_domains, grants, target, address
+            ):
+                outcome.error = Reason.GRANT_REVOKED.value
+                nursery.cancel_scope.cancel()
+                return
 
     # --- answers and audit rows ----------------------------------------------------------
 
@@ -501,6 +537,18 @@ class PluginProxy:
             risk_score=GRANTED_RISK if granted else ALLOWED_RISK,
             detail=detail,
         )
+
+
+def reaches_own_host(stream: trio.SocketStream) -> bool:
+    """Whether a connected socket leads back to this host: a loopback peer, or one whose
+    address is the socket's own (the kernel routes a host's own address over loopback)."""
+    local, peer = stream.socket.getsockname()[0], stream.socket.getpeername()[0]
+    peer_ip, local_ip = ip(peer), ip(local)
+    if peer_ip is None:
+        return False
+    if classify(peer_ip) is AddressClass.LOOPBACK:
+        return True
+    return local_ip is not None and plain(local_ip) == plain(peer_ip)
 
 
 def _host_header(target: Target) -> str:

@@ -25,6 +25,14 @@ Rules:
   camera), but never to a metadata address: those need a grant naming the address (`ip:port`
   or a CIDR), so a name whose DNS changes later cannot lead to the metadata service.
 - An allowed domain on a port other than 80/443 reaches only addresses a grant covers.
+- The server's own host (any of its addresses, loopback included: the admin API, the
+  listeners, whatever else listens there) is reached only at an address and port an operator
+  named exactly (`ip:port`, or `name:port` for a name): a CIDR of the LAN or an allowed domain
+  that happens to lead back to the host does not open it. Whether an address is the host's
+  own is known only once connected (the proxy compares the two ends), so `Allowed.named`
+  carries the addresses that may be (`own_host_refusal`).
+- A connection lives only while what allowed it still does: the proxy asks `still_allowed`
+  again every few seconds, so a revoked grant ends open tunnels too.
 
 Invariant (tested with hypothesis): an Allowed answer never holds an address that is not
 public unless a grant covers it (or, for a granted name, it is not a metadata address).
@@ -209,6 +217,8 @@ class Reason(enum.Enum):
     ADDRESS_UNSPECIFIED = "address_unspecified"
     ADDRESS_RESERVED = "address_reserved"
     ADDRESS_METADATA = "address_metadata"
+    ADDRESS_SERVER = "address_server"  # the server's own host, not named exactly
+    GRANT_REVOKED = "grant_revoked"  # an open connection whose grant was taken back
     NO_ADDRESS = "no_address"  # the name resolved to nothing usable
     REQUEST_TOO_LARGE = "request_too_large"
     RATE_LIMITED = "rate_limited"
@@ -242,6 +252,8 @@ _RISK = {
     Reason.ADDRESS_UNSPECIFIED: 80,
     Reason.ADDRESS_RESERVED: 40,
     Reason.ADDRESS_METADATA: 90,
+    Reason.ADDRESS_SERVER: 90,
+    Reason.GRANT_REVOKED: 30,
     Reason.NO_ADDRESS: 10,
     Reason.REQUEST_TOO_LARGE: 10,
     Reason.RATE_LIMITED: 20,
@@ -288,6 +300,7 @@ class Allowed:
     via: Via
     addresses: tuple[str, ...]
     granted: bool  # some address is reachable only because a grant covers it
+    named: tuple[str, ...] = ()  # addresses an operator named exactly (may be the host's own)
 
 
 def domain_matches(domain: str, host: str) -> bool:
@@ -340,6 +353,7 @@ def choose(
     if target.literal is not None:
         addresses = [target.host]
     permitted: list[str] = []
+    named: list[str] = []
     granted = False
     refused: list[tuple[AddressClass, str]] = []
     for text in list(dict.fromkeys(addresses))[:MAX_ADDRESSES]:
@@ -358,10 +372,12 @@ def choose(
             mapped = isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped
             permitted.append(str(plain(address)) if mapped else text)
             granted = granted or cls is not AddressClass.PUBLIC
+            if admitted.via is Via.NAME_GRANT or names_exactly(grants, address, target.port):
+                named.append(permitted[-1])
         else:
             refused.append((cls, str(plain(address))))
     if permitted:
-        return Allowed(target, admitted.via, tuple(permitted), granted)
+        return Allowed(target, admitted.via, tuple(permitted), granted, tuple(named))
     if not refused:
         return Refusal(Reason.NO_ADDRESS, f"{target.host} resolved to no usable address")
     cls, shown = refused[0]
@@ -375,6 +391,43 @@ def choose(
         f"{target.host} resolves to {shown}, a {cls.value.replace('_', '-')} address, "
         "which needs an operator grant",
     )
+
+
+def names_exactly(grants: Iterable[Grant], address: IPAddress, port: int) -> bool:
+    """Whether an `ip:port` grant names this very address and port (a CIDR does not)."""
+    address = plain(address)
+    return any(
+        isinstance(g, HostGrant)
+        and g.address is not None
+        and g.port == port
+        and plain(g.address) == address
+        for g in grants
+    )
+
+
+def own_host_refusal(allowed: Allowed, address: str, own_host: bool) -> Refusal | None:
+    """Once connected to `address`: refused when it turned out to be the server's own host
+    and no operator named it exactly."""
+    if not own_host or address in allowed.named:
+        return None
+    target = allowed.target
+    return Refusal(
+        Reason.ADDRESS_SERVER,
+        f"{target}: {address} is the server's own host; only an exact grant "
+        f"({address}:{target.port}) reaches it",
+    )
+
+
+def still_allowed(
+    scopes: Collection[str],
+    allowed_domains: Iterable[str],
+    grants: Sequence[Grant],
+    target: Target,
+    address: str,
+) -> bool:
+    """Whether an open connection to `address` would be allowed again with today's grants."""
+    chosen = decide(scopes, allowed_domains, grants, target, [address])
+    return isinstance(chosen, Allowed) and address in chosen.addresses
 
 
 def decide(

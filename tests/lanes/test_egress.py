@@ -418,3 +418,30 @@ def test_the_worker_environment(tmp_path):
         EGRESS_SOCKET_ENV: str(tmp_path / "egress" / f"{KEY}.sock"),
         EGRESS_PORT_ENV: "0",
     }
+
+
+async def test_a_lan_grant_does_not_open_the_servers_own_host(tmp_path):
+    # 127.0.0.0/8 stands for "my LAN": the destination listens on this very host
+    async with proxy(tmp_path, grants=["127.0.0.0/8"]) as env:
+        status, headers, body = await env.get(f"http://127.0.0.1:{env.port}/hello")
+        assert status == 403 and headers["x-pentarun-egress-refused"] == "address_server"
+        assert b"only an exact grant" in body
+        (row,) = await env.audit("egress.refused", 1)
+        assert row.detail["reason"] == "address_server" and row.risk_score == 90
+
+
+async def test_taking_a_grant_back_cuts_an_open_tunnel(tmp_path):
+    async with proxy(tmp_path, grants=["127.0.0.1:{port}"], grant_recheck_s=0.05) as env:
+        stream = await env.connect()
+        async with stream:
+            await stream.send_all(
+                f"CONNECT 127.0.0.1:{env.port} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+            )
+            with trio.fail_after(5):
+                assert (await stream.receive_some(1024)).startswith(b"HTTP/1.1 200")
+            await records.set_egress_grants(env.db, KEY, [], "test")
+            with trio.fail_after(5):  # the destination waits for a request: only the cut ends it
+                while await stream.receive_some(1024):
+                    pass
+        (row,) = await env.audit("egress.request", 1)
+        assert row.detail["error"] == "grant_revoked"

@@ -34,8 +34,10 @@ from pentarun.lanes.egress_policy import (
     domain_matches,
     grant_risk,
     load_grants,
+    own_host_refusal,
     parse_grant,
     parse_grants,
+    still_allowed,
 )
 
 SCOPES = (SCOPE,)
@@ -431,3 +433,28 @@ def test_repeated_refusals_are_summarised_once_a_window():
     sampler.note(Reason.TOO_MANY_CONNECTIONS, 200)
     sampler.note(Reason.TOO_MANY_CONNECTIONS, 201)
     assert sampler.due(202, everything=True) == {Reason.TOO_MANY_CONNECTIONS: 1}
+
+
+def test_the_servers_own_host_needs_an_address_and_port_named_exactly():
+    grants = parse_grants(["192.168.1.0/24", "192.168.1.9:8554", "nvr.lan:554"])
+    lan = decide(SCOPES, (), grants, parse_authority("192.168.1.9:8128"), [])
+    assert isinstance(lan, Allowed) and lan.named == ()  # only the CIDR covers it
+    refusal = own_host_refusal(lan, "192.168.1.9", own_host=True)
+    assert refusal is not None and refusal.reason is Reason.ADDRESS_SERVER
+    assert own_host_refusal(lan, "192.168.1.9", own_host=False) is None  # a camera of the LAN
+    exact = decide(SCOPES, (), grants, parse_authority("192.168.1.9:8554"), [])
+    assert isinstance(exact, Allowed) and own_host_refusal(exact, "192.168.1.9", True) is None
+    by_name = decide(SCOPES, (), grants, name("nvr.lan", 554), ["192.168.1.9"])
+    assert isinstance(by_name, Allowed) and own_host_refusal(by_name, "192.168.1.9", True) is None
+    domain = decide(SCOPES, DOMAINS, (), name("api.example.com"), ["93.184.216.34"])
+    assert isinstance(domain, Allowed) and own_host_refusal(domain, "93.184.216.34", True)
+
+
+def test_an_open_connection_is_allowed_only_while_its_grant_stands():
+    target = parse_authority("192.168.1.20:554")
+    before = parse_grants(["192.168.1.0/24"])
+    assert still_allowed(SCOPES, (), before, target, "192.168.1.20")
+    assert not still_allowed(SCOPES, (), (), target, "192.168.1.20")
+    assert not still_allowed((), (), before, target, "192.168.1.20")  # scope gone
+    public = name("api.example.com")
+    assert still_allowed(SCOPES, DOMAINS, (), public, "93.184.216.34")
