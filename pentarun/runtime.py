@@ -90,7 +90,8 @@ async def _serve(
         sandbox = await _check_sandbox(config, data_dir, db)
         feed = Feed()
         db.observers.append(feed.observe)
-        tree_checks = Integrity(db)  # one digest cache for starts, restarts and releases
+        # one digest cache for starts, restarts and releases; every installed tree has a row
+        tree_checks = Integrity(db, installed_root=data_dir / "plugins")
         uids = config.security.sandbox_uid_base
         egress = EgressLane(
             db,

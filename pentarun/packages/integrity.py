@@ -30,7 +30,8 @@ is the sandbox's job (the tree is mounted read-only for the worker).
 All hashing runs off the trio thread (`trio.to_thread`). `Integrity.verify_before_start(key,
 tree)` is the check a start path calls (workers.py; the supervisor's restarts are given the
 same callable): it finds the install row of `tree` itself, so a source tree (`--plugin-dir`,
-no install row) is not checked.
+outside the data dir) is not checked. A tree beneath `installed_root` (<data>/plugins) with no
+install row of its own is refused (fail closed: nothing says what it should hold).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class TreeDiff(msgspec.Struct, frozen=True):
 
 
 CHANGED, MISSING, EXTRA = "integrity.changed", "integrity.missing", "integrity.extra"
+UNRECORDED = "integrity.unrecorded"  # an installed tree no install row describes
 
 
 def diff_of(problems: Iterable[Problem]) -> TreeDiff:
@@ -96,7 +98,10 @@ def diff_of(problems: Iterable[Problem]) -> TreeDiff:
 
 def summary(problems: list[Problem], shown: int = 5) -> str:
     """`changed worker/plugin_worker.py; extra x.py` (the first `shown`, then a count)."""
-    parts = [f"{p.code.removeprefix('integrity.')} {p.path}" for p in problems[:shown]]
+    parts = [
+        p.message if p.code == UNRECORDED else f"{p.code.removeprefix('integrity.')} {p.path}"
+        for p in problems[:shown]
+    ]
     if len(problems) > shown:
         parts.append(f"and {len(problems) - shown} more")
     return "; ".join(parts)
@@ -221,11 +226,19 @@ def expected_of(row: records.InstallRow) -> ExpectedTree:
 
 
 class Integrity:
-    """The checks with their shared cache; `db` finds the install row of a tree."""
+    """The checks with their shared cache; `db` finds the install row of a tree; every tree
+    beneath `installed_root` must have one."""
 
-    def __init__(self, db: Database | None = None, cache: DigestCache | None = None) -> None:
+    def __init__(
+        self,
+        db: Database | None = None,
+        cache: DigestCache | None = None,
+        *,
+        installed_root: Path | None = None,
+    ) -> None:
         self.db = db
         self.cache = cache if cache is not None else DigestCache()
+        self.installed_root = installed_root
 
     async def verify(self, tree: Path, expected: ExpectedTree) -> list[Problem]:
         return await trio.to_thread.run_sync(check_tree, tree, expected, self.cache)
@@ -238,6 +251,9 @@ class Integrity:
         if expected is None:
             row = self._install_of(key, tree)
             if row is None:
+                root = self.installed_root
+                if root is not None and tree.resolve().is_relative_to(root.resolve()):
+                    return [Problem(UNRECORDED, ".", "an installed tree with no install record")]
                 return []
             expected = expected_of(row)
         return await self.verify(tree, expected)
@@ -261,6 +277,7 @@ def evidence(problems: list[Problem]) -> dict[str, object]:
     return {
         **{kind: names[:MAX_EVIDENCE] for kind, names in kinds.items()},
         "counts": {kind: len(names) for kind, names in kinds.items()},
+        "unrecorded": any(p.code == UNRECORDED for p in problems),
     }
 
 

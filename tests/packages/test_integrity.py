@@ -200,6 +200,17 @@ async def test_verify_before_start_skips_a_tree_without_an_install(tmp_path):
     assert codes(problems) == [("integrity.changed", "README.md")]
 
 
+async def test_an_installed_tree_without_its_install_row_is_refused(tmp_path):
+    tree = make_tree(tmp_path / "plugins" / "demo" / "0123")
+    integrity = Integrity(None, old_cache(), installed_root=tmp_path / "plugins")
+    problems = await integrity.verify_before_start("demo", tree)
+    assert codes(problems) == [("integrity.unrecorded", ".")]
+    assert summary(problems) == "an installed tree with no install record"
+    assert evidence(problems)["unrecorded"] is True
+    source = make_tree(tmp_path / "src" / "demo")  # --plugin-dir: outside the installed root
+    assert await integrity.verify_before_start("demo", source) == []
+
+
 @pytest.mark.parametrize("entries", [10, 1000])
 def test_the_cache_is_bounded(tmp_path, entries):
     tree = make_tree(tmp_path / "t", {f"f{i}": b"x" for i in range(entries)})
