@@ -238,7 +238,7 @@ class Integrity:
     ) -> None:
         self.db = db
         self.cache = cache if cache is not None else DigestCache()
-        self.installed_root = installed_root
+        self.installed_root = None if installed_root is None else installed_root.absolute()
 
     async def verify(self, tree: Path, expected: ExpectedTree) -> list[Problem]:
         return await trio.to_thread.run_sync(check_tree, tree, expected, self.cache)
@@ -251,8 +251,7 @@ class Integrity:
         if expected is None:
             row = self._install_of(key, tree)
             if row is None:
-                root = self.installed_root
-                if root is not None and tree.resolve().is_relative_to(root.resolve()):
+                if self._installed(tree):
                     return [Problem(UNRECORDED, ".", "an installed tree with no install record")]
                 return []
             expected = expected_of(row)
@@ -260,6 +259,11 @@ class Integrity:
 
     async def record_site(self, tree: Path) -> dict[str, str]:
         return await trio.to_thread.run_sync(hash_site, tree, self.cache)
+
+    def _installed(self, tree: Path) -> bool:
+        """Whether `tree` lies beneath the installed root (a path comparison: no I/O)."""
+        root = self.installed_root
+        return root is not None and Path(os.path.abspath(tree)).is_relative_to(root)
 
     def _install_of(self, key: str, tree: Path) -> records.InstallRow | None:
         """The install whose tree `tree` is (<data>/plugins/<key>/<install id>)."""
