@@ -149,6 +149,13 @@ class WorkerCgroup:
         path = self.dirs.get("unified") or self.dirs["pids"]
         return _field(_read(path / "pids.events"), "max") or 0
 
+    def signal_all(self, sig: int) -> None:
+        """Send `sig` to every process of the worker (SIGTERM: a chance to end cleanly for
+        what runs inside the sandbox's own session, which a process-group signal misses)."""
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
     def kill_all(self, timeout_s: float = 2.0) -> None:
         """SIGKILL every process of the worker, including those it forked or setsid'd."""
         if self.kind == "v2" and (self.dirs["unified"] / "cgroup.kill").exists():

@@ -295,7 +295,8 @@ class Generation:
         def request_stop() -> None:
             self._send(Stop("stop requested by supervisor"))
 
-        await terminate(spawned.process, request_stop, self.links.config.stop_timeout_s)
+        group = spawned.launch.cgroup.signal_all if spawned.launch is not None else None
+        await terminate(spawned.process, request_stop, self.links.config.stop_timeout_s, group)
 
     # --- the run ----------------------------------------------------------------------------
 

@@ -145,9 +145,14 @@ async def read_lines(stream: trio.lowlevel.FdStream, on_line: Callable[[str], No
 
 
 async def terminate(
-    process: trio.Process, request_stop: Callable[[], None] | None, grace_s: float
+    process: trio.Process,
+    request_stop: Callable[[], None] | None,
+    grace_s: float,
+    signal_all: Callable[[int], None] | None = None,
 ) -> None:
-    """Graceful request (if given), then SIGTERM, then SIGKILL; each step waits `grace_s`."""
+    """Graceful request (if given), then SIGTERM, then SIGKILL; each step waits `grace_s`.
+    `signal_all` (a sandboxed worker's cgroup) reaches every process of the worker, where a
+    process-group signal reaches only the sandbox's outer process."""
     if request_stop is not None:
         request_stop()
         with trio.move_on_after(grace_s):
@@ -156,7 +161,10 @@ async def terminate(
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if process.returncode is not None:
             return
-        _signal_group(process, sig)
+        if signal_all is not None and sig == signal.SIGTERM:
+            await trio.to_thread.run_sync(signal_all, sig)
+        else:
+            _signal_group(process, sig)
         with trio.move_on_after(grace_s if sig == signal.SIGTERM else 30):
             await process.wait()
             return

@@ -172,3 +172,18 @@ async def test_a_data_dir_over_its_bound_stops_the_worker_with_the_rule(tmp_path
             await actor.call("escape", "p1", {"probe": "fill", "arg": 16}, 20.0)
         await eventually(lambda: "storage" in actor.state.reason)
         assert _logged(actor, "storage limit exceeded")
+
+
+async def test_a_worker_deaf_to_the_stop_request_gets_its_sigterm_inside_the_sandbox(tmp_path):
+    # the stop request goes unread, then SIGTERM reaches the worker itself (in its own pid
+    # namespace and session, where a process-group signal of the core does not reach)
+    async with harness(tmp_path, sandboxed=True) as h:
+        actor = await h.start("probe", "note_sigterm")
+        with trio.fail_after(10):
+            await actor.wait_for(Phase.RUNNING)
+        await actor.call("deafen", "p1", {})
+        actor.stop("test")
+        with trio.fail_after(10):
+            await actor.wait_for(Phase.STOPPED)
+        noted = tmp_path / "plugin-data" / "probe" / "terminated"
+        assert noted.read_text() == "SIGTERM"

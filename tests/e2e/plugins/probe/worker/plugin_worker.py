@@ -1,7 +1,7 @@
 """A plugin that misbehaves on request, for the supervision tests.
 
 PROBE_MODE: "" (normal), "crash_on_start", "hang_health", "no_handshake", "slow_start",
-"old_protocol", "storm_on_start".
+"old_protocol", "storm_on_start", "note_sigterm" (a SIGTERM writes $HOME/terminated, then exits).
 """
 
 import logging
@@ -25,6 +25,15 @@ if MODE == "slow_start":  # the process exists well before its handshake
     import time
 
     time.sleep(1.0)
+if MODE == "note_sigterm":
+    import signal
+
+    def _noted(signum: int, frame: object) -> None:
+        with open(os.path.join(os.environ["HOME"], "terminated"), "w") as handle:
+            handle.write(signal.Signals(signum).name)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, _noted)
 if MODE == "old_protocol":
     import pentarun.sdk.plugin as sdk_plugin
 
