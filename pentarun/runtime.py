@@ -31,7 +31,6 @@ from .packages.integrity import Integrity
 from .packages.service import Installs
 from .registry import Registry
 from .sandbox.launcher import OFF_WARNING, Sandbox
-from .sandbox.profile import plugin_uid
 from .security import ha_keys
 from .security.operators import ensure_root, hash_token
 from .security.stream_tokens import StreamTokens, load_secret
@@ -92,12 +91,11 @@ async def _serve(
         db.observers.append(feed.observe)
         # one digest cache for starts, restarts and releases; every installed tree has a row
         tree_checks = Integrity(db, installed_root=data_dir / "plugins")
-        uids = config.security.sandbox_uid_base
         egress = EgressLane(
             db,
             config.egress,
             data_dir,
-            socket_owner=lambda key: plugin_uid(key, uids) if sandbox.uid_per_plugin else None,
+            socket_owner=sandbox.uid_of,
         )
         await nursery.start(egress.run)
         platform = assemble(

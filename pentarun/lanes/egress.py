@@ -225,7 +225,7 @@ class EgressLane:
             if self._nursery is None:
                 raise RuntimeError("the egress lane is not running")
             path = self.socket_path(key)
-            owner = self.socket_owner(key)
+            owner = await trio.to_thread.run_sync(self.socket_owner, key)  # may write it down
             sock = await trio.to_thread.run_sync(listen_unix, path, owner)
             proxy = PluginProxy(self, key, manifest, path, sock)
             self._proxies[key] = proxy

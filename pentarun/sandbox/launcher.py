@@ -33,6 +33,7 @@ from ..packages.manifest import Resources
 from . import bwrap, confine, seccomp
 from .cgroups import CgroupUnavailable, WorkerCgroup, layout, remove_stale
 from .profile import Bind, Host, Limits, landlock_rules, profile_for
+from .uids import UidsExhausted, UidTable
 
 SYSTEM_DIRS = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin")
 SYSTEM_FILES = (
@@ -136,6 +137,7 @@ class Sandbox:
         self.status = SandboxStatus(settings.sandbox, settings.sandbox == "off", "not checked")
         self._count = itertools.count(1)  # next() is atomic: prepare runs in threads
         self.landlock = 0  # the kernel's Landlock ABI, found by check()
+        self.uids = UidTable(data_dir / "sandbox-uids.json", settings.sandbox_uid_base)
 
     @property
     def on(self) -> bool:
@@ -192,8 +194,13 @@ class Sandbox:
         """The same sandbox (as checked) with its plugins' /data under `data_dir`: the test
         gates' workers never touch a live plugin's data."""
         copy = Sandbox(self.settings, data_dir)
-        copy.status, copy.landlock = self.status, self.landlock
+        copy.status, copy.landlock, copy.uids = self.status, self.landlock, self.uids
         return copy
+
+    def uid_of(self, key: str) -> int | None:
+        """The uid `key`'s workers run as (None: the server's, in a user namespace). Blocking
+        the first time (the assignment is written down)."""
+        return self.uids.uid_of(key) if self.uid_per_plugin else None
 
     def data_dir_of(self, key: str) -> Path:
         return self.data_dir / "plugin-data" / key
@@ -225,7 +232,11 @@ class Sandbox:
             open_files=settings.sandbox_open_files,
             tmp_mb=settings.sandbox_tmp_mb,
         )
-        profile = profile_for(key, str(tree), str(data), self.host, limits, extra=extra)
+        try:
+            uid = self.uids.uid_of(key) if self.host.root else None
+        except (UidsExhausted, OSError) as exc:
+            raise SandboxUnavailable(f"no uid for {key}: {exc}") from None
+        profile = profile_for(key, str(tree), str(data), self.host, limits, extra=extra, uid=uid)
         if profile.uid is not None:
             os.chown(data, profile.uid, profile.uid)
             data.chmod(0o700)

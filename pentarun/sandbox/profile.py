@@ -73,10 +73,12 @@ def profile_for(
     limits: Limits,
     *,
     extra: tuple[Bind, ...] = (),
+    uid: int | None = None,
 ) -> SandboxProfile:
     """The sandbox of plugin `key` whose install tree is `tree` and private data dir
     `data_dir` (a host path, mounted read-write at /data); `extra` binds (e.g. its egress
-    socket) come last."""
+    socket) come last. `uid`: the plugin's own (uids.py), when the host is root; its hashed
+    uid when not given."""
     binds = [Bind(path, path) for path in (*host.system, *host.python)]
     binds.append(Bind(host.sdk, host.sdk))
     binds.append(Bind(tree, tree))
@@ -87,7 +89,7 @@ def profile_for(
         binds=tuple(_without_duplicates(binds)),
         limits=limits,
         workdir=tree,
-        uid=plugin_uid(key, host.uid_base) if host.root else None,
+        uid=(plugin_uid(key, host.uid_base) if uid is None else uid) if host.root else None,
         env={"HOME": DATA, "TMPDIR": "/tmp"},
     )
 

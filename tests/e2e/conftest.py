@@ -13,7 +13,6 @@ from pentarun.config import EgressConfig, SecurityConfig, SupervisorConfig
 from pentarun.lanes.egress import EgressLane
 from pentarun.packages.manifest import Manifest
 from pentarun.sandbox.launcher import Sandbox
-from pentarun.sandbox.profile import plugin_uid
 from pentarun.store import records
 from pentarun.store.db import Database, open_database
 from pentarun.supervisor.actor import WorkerActor
@@ -91,12 +90,11 @@ async def harness(
     async with open_database(tmp_path / "pentarun.db") as db, trio.open_nursery() as nursery:
         lane = None
         if egress:
-            uids = security.sandbox_uid_base
             lane = EgressLane(
                 db,
                 EgressConfig(),
                 tmp_path,
-                socket_owner=lambda key: plugin_uid(key, uids) if sandbox else None,
+                socket_owner=sandbox.uid_of if sandbox else lambda key: None,
             )
             await nursery.start(lane.run)
         platform = assemble(config, db, sandbox=sandbox, egress=lane)
