@@ -2,10 +2,12 @@
 
 A package needs approval when it has requirements or asks for a scope above the auto-approve
 level (admin-level scopes always do). The approval shows every requested scope with its level,
-risk and whether it is one that needs approval, the requirement lines, the plugin's risk score
-and the package it is about. `digest` is the sha256 of the canonical JSON of everything else in
-the approval: it is the only digest at the top level and the only value an operator echoes
-(the package's own hash is `package.sha256`, nested so it cannot be mistaken for it).
+risk and whether it is one that needs approval, the requirement lines, the plugin's risk score,
+the domains it may reach through the egress lane (`allowed_domains`), the resources it asks
+for (memory, CPU, processes: what the kernel will hold it to) and the package it is about.
+`digest` is the sha256 of the canonical JSON of everything else in the approval: it is the
+only digest at the top level and the only value an operator echoes (the package's own hash
+is `package.sha256`, nested so it cannot be mistaken for it).
 The security rating (rating.py) is shown beside the approval, never in it: it moves with the
 server's sandbox setting and the operator's egress grants, while what an operator approves
 (and echoes) is only what the package asks for.
@@ -37,12 +39,21 @@ class PackageRef(msgspec.Struct, frozen=True):
     sha256: str = ""  # of the uploaded zip; not what an operator echoes
 
 
+class ResourceRequest(msgspec.Struct, frozen=True):
+    memory_limit_mb: int
+    cpu_limit: float
+    max_processes: int
+
+
 class Approval(msgspec.Struct, frozen=True):
     digest: str
     requirements: list[str] = []
     scopes: list[ScopeGrant] = []
     risk_score: int = 0
     package: PackageRef = PackageRef()
+    # approvals stored before these fields have none (their digest was taken without them)
+    allowed_domains: list[str] = []
+    resources: ResourceRequest | None = None
 
 
 def scope_grants(scopes: Iterable[str], auto_approve: Level) -> list[ScopeGrant]:
@@ -73,6 +84,8 @@ def approval_for(
     scopes: list[str],
     requirements: list[str],
     auto_approve: Level,
+    allowed_domains: list[str] | None = None,
+    resources: ResourceRequest | None = None,
 ) -> Approval | None:
     """What needs an operator's approval, with its digest; None when nothing does."""
     grants = scope_grants(scopes, auto_approve)
@@ -84,6 +97,8 @@ def approval_for(
         scopes=grants,
         risk_score=risk_score(scopes),
         package=PackageRef(key, version, package_sha256),
+        allowed_domains=list(dict.fromkeys(allowed_domains or [])),
+        resources=resources,
     )
     return msgspec.structs.replace(unsigned, digest=digest_of(unsigned))
 

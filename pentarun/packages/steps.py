@@ -40,7 +40,7 @@ from ..store import records
 from ..store.db import Database
 from ..store.records.installs import active_installs
 from . import installer
-from .approval import approval_for
+from .approval import ResourceRequest, approval_for
 from .archive import ArchiveLimits
 from .gates import GateResult, Report, run_gates
 from .installer import InstallError, Layout
@@ -158,6 +158,12 @@ class Steps:
             scopes=package.manifest.scopes,
             requirements=package.requirements,
             auto_approve=Level.parse(self.config.security.auto_approve_level),
+            allowed_domains=package.manifest.allowed_domains,
+            resources=ResourceRequest(
+                package.manifest.resources.memory_limit,
+                package.manifest.resources.cpu_limit,
+                package.manifest.resources.max_processes,
+            ),
         )
         if approval is None:
             return Validated()

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from pentarun.packages.approval import (
     Approval,
+    ResourceRequest,
     approval_for,
     digest_of,
     scope_grants,
@@ -102,3 +103,19 @@ def test_admin_scopes_never_auto_approve(scopes, level):
     for grant in scope_grants(scopes, level):
         if SCOPES[grant.scope].level is Level.ADMIN:
             assert grant.needs_approval
+
+
+def test_egress_domains_and_resources_are_part_of_what_is_approved():
+    resources = ResourceRequest(memory_limit_mb=256, cpu_limit=0.5, max_processes=64)
+    base = dict(key="k", version="1", package_sha256="s", scopes=["proxy:egress"])
+    base |= dict(requirements=[], auto_approve=Level.READ, resources=resources)
+    one = approval_for(**base, allowed_domains=["api.example.com"])
+    assert one is not None and one.allowed_domains == ["api.example.com"]
+    assert one.resources == resources
+    other = approval_for(**base, allowed_domains=["evil.example.com"])
+    assert other is not None and other.digest != one.digest
+    bigger = approval_for(
+        **{**base, "resources": ResourceRequest(4096, 2.0, 512)},
+        allowed_domains=["api.example.com"],
+    )
+    assert bigger is not None and bigger.digest != one.digest
