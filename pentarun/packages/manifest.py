@@ -19,7 +19,7 @@ from jsonschema.exceptions import SchemaError
 
 from ..security.scopes import SCOPES
 from .problems import Problem, field
-from .versions import VersionError, parse_range, parse_version
+from .versions import VersionError, VersionRange, parse_range, parse_version
 
 FILE = "definition.json"
 KEY = re.compile(r"^[a-z][a-z0-9-]{1,62}\Z")
@@ -39,6 +39,13 @@ KNOWN_FIELDS = {
     "handlers", "listener", "routes", "events", "hooks", "dependencies", "allowed_domains",
     "security", "compliance", "health_check", "resources", "config_schema", "ui", "idempotent",
 }  # fmt: skip
+
+
+class Installed(msgspec.Struct, frozen=True):
+    """An installed plugin as an install's dependency check sees it."""
+
+    version: str
+    dependencies: dict[str, str] = {}
 
 
 class RateLimit(msgspec.Struct, frozen=True):
@@ -205,12 +212,14 @@ def validate_manifest(
     *,
     identity: tuple[str, str] | None = None,
     engine_version: str,
-    installed: Mapping[str, Mapping[str, str]] | None = None,
+    installed: Mapping[str, Installed] | None = None,
 ) -> tuple[Manifest | None, list[Problem]]:
     """Check a parsed definition.json.
 
-    `identity` is plugin.id's (key, version); `installed` maps each installed plugin's key to
-    its dependencies, for the cycle check.
+    `identity` is plugin.id's (key, version); `installed` (at install: every other installed
+    plugin) resolves the dependencies: each must be installed in a version its range admits,
+    and none may lead back to this plugin. None (authoring: `plugin validate`) checks only
+    the ranges' syntax.
     """
     c = _Checker()
     if not isinstance(raw, dict):
@@ -285,7 +294,7 @@ def validate_manifest(
     _check_routes(c, raw, set(handlers), listener_name)
     _check_events(c, raw, set(scopes))
     _check_hooks(c, raw)
-    _check_dependencies(c, raw, key if isinstance(key, str) else "", installed or {})
+    _check_dependencies(c, raw, key if isinstance(key, str) else "", installed)
 
     domains = c.strings(raw.get("allowed_domains", []), ("allowed_domains",))
     for i, domain in enumerate(domains):
@@ -436,29 +445,53 @@ def _check_hooks(c: _Checker, raw: dict[str, Any]) -> None:
 
 
 def _check_dependencies(
-    c: _Checker, raw: dict[str, Any], key: str, installed: Mapping[str, Mapping[str, str]]
+    c: _Checker, raw: dict[str, Any], key: str, installed: Mapping[str, Installed] | None
 ) -> None:
     deps = raw.get("dependencies", {})
     if not c.typed(deps, dict, ("dependencies",), "an object of plugin key -> version range"):
         return
     for dep, spec in deps.items():
+        path = ("dependencies", dep)
         if not KEY.fullmatch(dep):
-            c.add("invalid_key", ("dependencies", dep), f"must match {KEY.pattern}")
-        if c.typed(spec, str, ("dependencies", dep), "a version range"):
-            try:
-                parse_range(spec)
-            except VersionError as exc:
-                c.add("invalid_range", ("dependencies", dep), str(exc))
-    cycle = _find_cycle(key, list(deps), installed)
+            c.add("invalid_key", path, f"must match {KEY.pattern}")
+            continue
+        if dep == key:
+            c.add("dependency_cycle", path, f"{key} cannot depend on itself")
+            continue
+        if not c.typed(spec, str, path, "a version range"):
+            continue
+        try:
+            wanted = parse_range(spec)
+        except VersionError as exc:
+            c.add("invalid_range", path, str(exc))
+            continue
+        if installed is None:
+            continue
+        found = installed.get(dep)
+        if found is None:
+            c.add("dependency_missing", path, f"needs plugin {dep!r} {spec}: not installed")
+        elif not _admits(wanted, found.version):
+            c.add(
+                "dependency_version",
+                path,
+                f"needs plugin {dep!r} {spec}: version {found.version} is installed",
+            )
+    graph = {k: list(v.dependencies) for k, v in (installed or {}).items()}
+    cycle = _find_cycle(key, [d for d in deps if d != key], graph)
     if cycle:
         c.add("dependency_cycle", ("dependencies",), " -> ".join(cycle))
 
 
-def _find_cycle(
-    key: str, deps: list[str], installed: Mapping[str, Mapping[str, str]]
-) -> list[str] | None:
+def _admits(wanted: VersionRange, version: str) -> bool:
+    try:
+        return wanted.admits(parse_version(version))
+    except VersionError:
+        return False
+
+
+def _find_cycle(key: str, deps: list[str], installed: Mapping[str, list[str]]) -> list[str] | None:
     """A dependency path from `key` back to itself, if one exists."""
-    graph = {k: list(v) for k, v in installed.items()}
+    graph = dict(installed)
     graph[key] = deps
     stack: list[tuple[str, list[str]]] = [(d, [key, d]) for d in deps]
     seen: set[str] = set()

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from .archive import ArchiveLimits, read_archive
 from .identity import FILE as PLUGIN_ID
 from .identity import PluginId, check_identity
-from .manifest import Manifest, validate_manifest
+from .manifest import Installed, Manifest, validate_manifest
 from .problems import Problem
 from .requirements import parse_requirements
 from .testplan import TestPlan, validate_test_plan
@@ -37,7 +37,7 @@ class InspectContext:
     limits: ArchiveLimits = field(default_factory=ArchiveLimits)
     trust: Mapping[str, Ed25519PublicKey] = field(default_factory=dict)
     require_signatures: bool = False
-    installed: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    installed: Mapping[str, Installed] | None = None  # None: authoring, deps not resolved
 
 
 @dataclass(frozen=True)

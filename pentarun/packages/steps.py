@@ -45,7 +45,7 @@ from .archive import ArchiveLimits
 from .gates import GateResult, Report, run_gates
 from .installer import InstallError, Layout
 from .integrity import Integrity, expected_of, record_failure
-from .manifest import Manifest
+from .manifest import Installed, Manifest
 from .package import InspectContext, Package, inspect_package
 from .pipeline import Event, Job, StepDone, StepFailed, Validated
 from .problems import Problem
@@ -73,7 +73,7 @@ class PackageReader:
         c = self.config.install
         trust = await trio.to_thread.run_sync(self.trust.keys)
         installed = {
-            row.plugin_key: row.manifest.dependencies
+            row.plugin_key: Installed(row.version, dict(row.manifest.dependencies))
             for row in active_installs(self.db)
             if row.plugin_key != exclude
         }

@@ -4,7 +4,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pentarun.packages.manifest import Manifest, public_hostname_problem, validate_manifest
+from pentarun.packages.manifest import (
+    Installed,
+    Manifest,
+    public_hostname_problem,
+    validate_manifest,
+)
 
 from .factory import definition
 
@@ -13,7 +18,7 @@ F = "definition.json:"
 
 def problems(raw, identity=("demo", "1.0.0"), installed=None):
     manifest, found = validate_manifest(
-        raw, identity=identity, engine_version="0.1.0", installed=installed or {}
+        raw, identity=identity, engine_version="0.1.0", installed=installed
     )
     assert (manifest is None) == bool(found)
     return {(p.code, p.path) for p in found}
@@ -85,7 +90,7 @@ CASES = [
     ("hook name", definition(hooks={"annotate": {}}), "manifest.invalid_name", F + "hooks.annotate"),
     ("dependency key", definition(dependencies={"Other": ">=1"}), "manifest.invalid_key", F + "dependencies.Other"),
     ("dependency range", definition(dependencies={"other": "latest"}), "manifest.invalid_range", F + "dependencies.other"),
-    ("self dependency", definition(dependencies={"demo": ">=1"}), "manifest.dependency_cycle", F + "dependencies"),
+    ("self dependency", definition(dependencies={"demo": ">=1"}), "manifest.dependency_cycle", F + "dependencies.demo"),
     ("health interval", definition(health_check={"interval_s": 0}), "manifest.out_of_range", F + "health_check.interval_s"),
     ("config schema type", definition(config_schema={"type": "array"}), "manifest.invalid_value", F + "config_schema.type"),
     ("config schema invalid", definition(config_schema={"type": "object", "properties": {"x": {"type": "colour"}}}), "manifest.invalid_schema", F + "config_schema"),
@@ -142,10 +147,31 @@ def test_idempotent_handlers_and_get_routes_may_be_retried():
 
 
 def test_cycles_through_installed_plugins_are_rejected():
-    installed = {"bee": {"cee": ">=1"}, "cee": {"demo": ">=1"}}
+    installed = {
+        "bee": Installed("1.0.0", {"cee": ">=1"}),
+        "cee": Installed("1.0.0", {"demo": ">=1"}),
+    }
     found = problems(definition(dependencies={"bee": ">=1"}), installed=installed)
     assert ("manifest.dependency_cycle", F + "dependencies") in found
-    assert problems(definition(dependencies={"bee": ">=1"}), installed={"bee": {}}) == set()
+    alone = {"bee": Installed("1.0.0")}
+    assert problems(definition(dependencies={"bee": ">=1"}), installed=alone) == set()
+    assert ("manifest.dependency_cycle", F + "dependencies.demo") in problems(
+        definition(dependencies={"demo": ">=1"}), installed={}
+    )
+
+
+def test_dependencies_resolve_against_what_is_installed():
+    installed = {"bee": Installed("1.4.0"), "cee": Installed("2.0.0")}
+    deps = {"bee": ">=1.2,<2", "cee": ">=1,<2", "dee": ">=1"}
+    raw = definition(dependencies=deps)
+    found = problems(raw, installed=installed)
+    assert ("manifest.dependency_version", F + "dependencies.cee") in found
+    assert ("manifest.dependency_missing", F + "dependencies.dee") in found
+    assert not any(path == F + "dependencies.bee" for _, path in found)
+    _, listed = validate_manifest(raw, engine_version="0.1.0", installed=installed)
+    (version,) = [p for p in listed if p.code == "manifest.dependency_version"]
+    assert "'cee' >=1,<2" in version.message and "2.0.0 is installed" in version.message
+    assert problems(raw, installed=None) == set()  # authoring: only the ranges are checked
 
 
 def test_the_spec_example_is_valid():
