@@ -19,6 +19,7 @@ from .config import SupervisorConfig
 from .lanes.core import CoreApi
 from .lanes.events import EventLane
 from .lanes.hooks import HookLane
+from .lanes.plugins import PluginCalls
 from .packages.integrity import StartCheck
 from .sandbox.launcher import Sandbox
 from .security.stream_tokens import StreamTokens
@@ -66,6 +67,8 @@ def assemble(
         hook_runner=hooks.run,
         publish=events.core_publish,
     )
+    plugin_calls = PluginCalls(db, directory, config.call_timeout_s)
+    core.register("plugins.call", "plugins:call", plugin_calls.handle)
     supervisor = Supervisor(
         config,
         db,

@@ -7,7 +7,8 @@
     ├── Forbidden                      403 forbidden
     │   ├── PropertyNotAssigned        403 property_not_assigned
     │   ├── ScopeDenied                403 scope_denied
-    │   └── TokenInvalid               403 token_invalid
+    │   ├── TokenInvalid               403 token_invalid
+    │   └── NotADependency             403 not_a_dependency (plugin -> plugin: undeclared callee)
     ├── NotFound                       404 not_found
     ├── MethodNotAllowed               405 method_not_allowed
     ├── Conflict                       409 conflict
@@ -18,6 +19,7 @@
     ├── Busy                           429 worker_busy
     ├── RemoteError                    the worker's own error: its code and status
     ├── WorkerUnavailable              503 worker_unavailable (down, restarting, quarantined)
+    │   ├── PluginQuarantined          503 plugin_quarantined (a callee that fails fast)
     │   └── WorkerCrashed              502 worker_crashed   (died with the call in flight)
     ├── BadPluginReply                 502 bad_plugin_reply (an answer HTTP cannot carry)
     └── CallTimeout                    504 call_timeout
@@ -82,6 +84,10 @@ class TokenInvalid(Forbidden):
     code = "token_invalid"
 
 
+class NotADependency(Forbidden):
+    code = "not_a_dependency"
+
+
 class NotFound(PentarunError):
     status, code = 404, "not_found"
 
@@ -136,6 +142,10 @@ class RemoteError(PentarunError):
 
 class WorkerUnavailable(PentarunError):
     status, code = 503, "worker_unavailable"
+
+
+class PluginQuarantined(WorkerUnavailable):
+    code = "plugin_quarantined"
 
 
 class WorkerCrashed(WorkerUnavailable):

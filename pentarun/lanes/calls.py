@@ -44,6 +44,9 @@ MAX_EVENT_TYPE = 128
 MAX_STREAM_TOKEN = 4096
 MAX_NAME_SHOWN = 64  # how much of a worker-chosen name an error message or audit row repeats
 MAX_NAMES_SHOWN = 8
+MAX_HANDLER = 128
+MAX_PLUGIN_CALL_PARAMS = 256 * 1024  # bytes, as msgpack
+MAX_DEADLINE_MS = 600_000
 
 StoreKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STATE_KEY)]
 CameraId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID)]
@@ -54,6 +57,8 @@ StreamToken = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STREAM_TO
 EventType = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_TYPE)]
 KeysAfter = Annotated[str, msgspec.Meta(max_length=MAX_STATE_KEY)]
 KeysLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_KEYS_PAGE)]
+PluginKey = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]{1,62}\Z")]
+HandlerName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_HANDLER)]
 
 # A canonical event type (`camera.motion`); anchored with \Z, not $, which also matches
 # before a trailing newline. The admin API's `POST /api/events` takes the same pattern.
@@ -132,6 +137,18 @@ class EventsPublishParams(Params, frozen=True):
         _msgpack_size(self.data, MAX_EVENT_DATA, "event data")
 
 
+class PluginsCallParams(Params, frozen=True):
+    """`plugins.call`: a handler of a declared dependency, for the call's own property."""
+
+    plugin: PluginKey
+    handler: HandlerName
+    params: dict[str, Any] = {}
+    deadline_ms: Annotated[int, msgspec.Meta(ge=0, le=MAX_DEADLINE_MS)] = 0  # 0: the default
+
+    def __post_init__(self) -> None:
+        _msgpack_size(self.params, MAX_PLUGIN_CALL_PARAMS, "plugin call parameters")
+
+
 @dataclass(frozen=True)
 class Contract:
     """What a core call needs (`scope`, None for the plugin's own store) and takes (`params`)."""
@@ -157,6 +174,7 @@ CONTRACTS: Mapping[str, Contract] = {
     "streams.token": Contract("streams:read", StreamsTokenParams),
     "streams.verify": Contract("streams:read", StreamsVerifyParams),
     "events.publish": Contract("events:publish", EventsPublishParams),
+    "plugins.call": Contract("plugins:call", PluginsCallParams),
 }
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+import trio
 
 CoreSender = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
 
@@ -65,10 +68,36 @@ class EventsClient:
         return delivered
 
 
+ANSWER_MARGIN = 0.05  # of the time left, kept for answering after the callee's timeout
+MAX_ANSWER_MARGIN_S = 0.25
+
+
+class PluginsClient:
+    """`await ctx.plugins.call("nvr", "nvr.clips", camera="c1")`: a handler of a plugin this
+    one depends on (its manifest `dependencies`), run for the same property, through the core
+    (scope plugins:call). The callee gets what is left of this call's deadline; its errors
+    come back as `CoreCallError` with its own code and status."""
+
+    def __init__(self, core: CoreClient) -> None:
+        self._core = core
+
+    async def call(self, plugin: str, handler: str, /, **params: Any) -> Any:
+        deadline = trio.current_effective_deadline()
+        left_s = deadline - trio.current_time()
+        # the callee's time runs out a little before this call's, so this handler can still
+        # answer (with the callee's timeout) instead of timing out itself
+        left_s -= min(MAX_ANSWER_MARGIN_S, left_s * ANSWER_MARGIN)
+        left_ms = 0 if math.isinf(deadline) else max(1, int(left_s * 1000))
+        return await self._core.call(
+            "plugins.call", plugin=plugin, handler=handler, params=params, deadline_ms=left_ms
+        )
+
+
 class Context:
     def __init__(self, property_id: str, send: CoreSender, config: dict[str, Any]) -> None:
         self.property = property_id
         self.core = CoreClient(send, property_id)
         self.store = PluginStore(self.core)
         self.events = EventsClient(self.core)
+        self.plugins = PluginsClient(self.core)
         self.config = config

@@ -30,6 +30,7 @@ class Telemetry:
         self.logs: collections.deque[LogLine] = collections.deque(maxlen=lines_kept)
         self.records_per_s = records_per_s
         self.stats = CallStats()
+        self.outgoing = CallStats()  # its calls to other plugins (lanes/plugins.py)
         self.last_exit = ""
         self._last_call: tuple[str, str, float] | None = None  # handler, property, wall time
         self._window = 0.0

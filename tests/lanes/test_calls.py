@@ -46,6 +46,7 @@ SAMPLES = {
     "streams.token": {"camera": "front", "stream": "main", "protocol": "mjpeg", "ttl_s": 60},
     "streams.verify": {"token": "t.o.k", "camera": "front"},
     "events.publish": {"type": "camera.tamper", "data": {"by": "x"}},
+    "plugins.call": {"plugin": "nvr", "handler": "nvr.clips", "params": {"n": 1}, "deadline_ms": 5},
 }
 
 

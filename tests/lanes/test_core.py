@@ -29,12 +29,14 @@ from pentarun.lanes.calls import (
     refusal_risk,
 )
 from pentarun.lanes.core import CoreApi
+from pentarun.lanes.plugins import PluginCalls
 from pentarun.security import ha_keys
 from pentarun.security.scopes import SCOPES
 from pentarun.security.stream_tokens import StreamTokens
 from pentarun.security.tokens import PluginTokens
 from pentarun.store import records
 from pentarun.store.db import open_database
+from pentarun.supervisor.directory import Directory
 
 from .test_calls import SAMPLES
 
@@ -87,6 +89,7 @@ async def core(tmp_path):
             return 1
 
         api.register("events.publish", "events:publish", publish)
+        api.register("plugins.call", "plugins:call", PluginCalls(db, Directory(), 5).handle)
         yield c
 
 
@@ -266,7 +269,9 @@ def test_register_only_binds_declared_calls_with_their_scope():
         return None
 
     with pytest.raises(ValueError, match="not in CONTRACTS"):
-        api.register("plugins.call", "plugins:call", fn)
+        api.register("plugins.nothing", "plugins:call", fn)
+    with pytest.raises(ValueError, match="not in CONTRACTS"):
+        api.register("plugins.call", "events:publish", fn)
     with pytest.raises(ValueError, match="not in CONTRACTS"):
         api.register("events.publish", None, fn)
     api.register("events.publish", "events:publish", fn)

@@ -139,6 +139,18 @@ async def hog(ctx: Context, params: dict) -> dict:
     return {"held_mb": sum(len(b) for b in HOARD) // 2**20}
 
 
+@plugin.handler("ask")
+async def ask(ctx: Context, params: dict) -> dict:
+    """Call another plugin through the core (`ctx.plugins.call`); its answer or error."""
+    try:
+        value = await ctx.plugins.call(
+            params["plugin"], params["handler"], **params.get("params", {})
+        )
+    except Error as exc:
+        return {"error": exc.code, "status": exc.status, "message": exc.message}
+    return {"value": value}
+
+
 @plugin.handler("sleep")
 async def sleep(ctx: Context, params: dict) -> dict:
     await trio.sleep(float(params.get("seconds", 1)))
