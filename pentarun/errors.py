@@ -12,7 +12,9 @@
     ├── NotFound                       404 not_found
     ├── MethodNotAllowed               405 method_not_allowed
     ├── Conflict                       409 conflict
-    │   └── StoreFull                  409 store_full       (a plugin's store quota)
+    │   ├── StoreFull                  409 store_full       (a plugin's store quota)
+    │   ├── DependencyNotEnabled       409 dependency_not_enabled (enable its dependencies first)
+    │   └── HasDependents              409 has_dependents   (uninstall: others depend on it)
     ├── PayloadTooLarge                413 too_large
     ├── Unprocessable                  422 unprocessable    (e.g. a refused package)
     ├── RateLimited                    429 rate_limited
@@ -105,6 +107,14 @@ class StoreFull(Conflict):
     it already has can still be replaced; deleting one makes room)."""
 
     code = "store_full"
+
+
+class DependencyNotEnabled(Conflict):
+    code = "dependency_not_enabled"
+
+
+class HasDependents(Conflict):
+    code = "has_dependents"
 
 
 class PayloadTooLarge(PentarunError):

@@ -121,6 +121,7 @@ class Registry:
 
     def _summary(self, row: records.PluginRow, rating: Rating | None) -> dict[str, Any]:
         actor = self.supervisor.directory.get(row.key)
+        _, degraded = self.installs.dependencies.status_of(row)
         return {
             "key": row.key,
             "name": row.name,
@@ -129,6 +130,8 @@ class Registry:
             "reason": row.reason,
             "worker_state": actor.phase.value if actor else None,
             "security_rating": None if rating is None else {"score": rating.score},
+            # a dependency is missing, disabled, quarantined or out of range (dependencies.py)
+            "degraded": degraded or None,
         }
 
     def _sandbox(self) -> dict[str, object]:
@@ -159,6 +162,8 @@ class Registry:
                 "last_exit": actor.last_exit or None,
                 "calls": actor.stats.total,
                 "failed_calls": actor.stats.failed,
+                "calls_out": actor.telemetry.outgoing.total,  # to its dependencies
+                "failed_calls_out": actor.telemetry.outgoing.failed,
             }
         return {
             **self._summary(row, rating),
@@ -166,6 +171,9 @@ class Registry:
             "manifest": msgspec.to_builtins(row.manifest) if row.manifest else {},
             "source_dir": row.source_dir,
             "properties": records.assigned_properties(self.db, key),
+            "dependencies": [
+                msgspec.to_builtins(d) for d in self.installs.dependencies.status_of(row)[0]
+            ],
             "worker": worker,
             "sandbox": self._sandbox(),
             "egress": egress_detail(self.db, key),  # operator grants, refused requests

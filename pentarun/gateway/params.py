@@ -127,6 +127,18 @@ def query_float(args: Query, name: str) -> float | None:
     return value
 
 
+def query_bool(args: Query, name: str) -> bool:
+    """`true`/`1` or `false`/`0`; absent is false."""
+    raw = args.get(name)
+    if raw is None:
+        return False
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise _bad(name, "must be true or false", raw)
+
+
 def query_match(args: Query, name: str, pattern: re.Pattern[str]) -> str | None:
     """A text query parameter that must match `pattern`; absent gives None."""
     raw = args.get(name)

@@ -30,6 +30,7 @@ from .params import (
     Text,
     limit,
     plugin_key,
+    query_bool,
     query_float,
     query_plugin,
     resource_id,
@@ -248,7 +249,8 @@ async def release(op: records.OperatorRow, key: str) -> Response:
 @operator(MANAGE_PLUGINS)
 async def uninstall(op: records.OperatorRow, key: str) -> Response:
     key = plugin_key(key)
-    await current_services().installs.uninstall(key, actor_name(op))
+    force = query_bool(request.args, "force")  # also when others depend on it (disables them)
+    await current_services().installs.uninstall(key, actor_name(op), force=force)
     return json_response({"plugin": key, "uninstalled": True})
 
 
@@ -258,6 +260,7 @@ async def assign(op: records.OperatorRow, key: str, pid: str) -> Response:
     require(op, ASSIGN, pid)
     key, pid = plugin_key(key), resource_id(pid, "property")
     services = current_services()
+    services.installs.dependencies.check_enable(key, [pid])  # its dependencies first (409)
     await services.registry.assign(key, pid)
     records.audit(
         services.db, actor_name(op), "plugin.property_assigned", plugin=key, property_id=pid

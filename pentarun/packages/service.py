@@ -26,6 +26,7 @@ others `queued`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -37,7 +38,7 @@ import msgspec
 import trio
 
 from ..config import Config
-from ..errors import BadRequest, Conflict, NotFound, Unprocessable
+from ..errors import BadRequest, Conflict, HasDependents, NotFound, Unprocessable
 from ..security.scopes import risk_score
 from ..security.trust import TrustStore
 from ..store import records
@@ -48,6 +49,7 @@ from ..supervisor.policy import Phase
 from ..supervisor.supervisor import Supervisor
 from . import installer
 from .approval import wrong_digest_message
+from .dependencies import Dependencies
 from .driver import Driver, job_of, shown_install
 from .gates import run_gates
 from .installer import Layout
@@ -109,6 +111,7 @@ class Installs:
             integrity=self.integrity,
         )
         self.driver = Driver(config, db, self.layout, self.steps, self.workers)
+        self.dependencies = Dependencies(db)
         self._nursery: trio.Nursery | None = None
         self._tests: dict[str, trio.CancelScope] = {}  # key -> its operator's test run
         supervisor.observers.subscribe(self._on_actor_event)
@@ -117,6 +120,7 @@ class Installs:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self.driver.attach(nursery)
+            await nursery.start(self.dependencies.run)
             await self.recover()
             task_status.started()
             await trio.sleep_forever()
@@ -307,6 +311,7 @@ class Installs:
             if records.get_property(self.db, pid) is None:
                 raise NotFound(f"no property {pid!r}", {"property": pid})
         row = shown_install(self._rows(key))
+        self.dependencies.check_enable(key, properties)  # its dependencies first (409)
 
         async def assign() -> None:  # only once the pipeline took the enable
             for pid in properties:
@@ -403,7 +408,18 @@ class Installs:
             if self._tests.get(key) is scope:
                 del self._tests[key]
 
-    async def uninstall(self, key: str, operator: str) -> None:
+    async def uninstall(self, key: str, operator: str, *, force: bool = False) -> None:
+        """Remove the plugin; refused (409 has_dependents) while others depend on it, unless
+        `force`, which disables each of them with the reason."""
+        dependents = self.dependencies.dependents(key)
+        if dependents and not force:
+            raise HasDependents(
+                f"{', '.join(dependents)} depend{'s' if len(dependents) == 1 else ''} on {key}: "
+                "uninstall or disable them first, or force it (they will be disabled)",
+                {"dependents": dependents},
+            )
+        for dependent in dependents:
+            await self._disable_dependent(dependent, f"its dependency {key} was uninstalled")
         async with self.driver.lock(key):
             rows = self._rows(key)  # inside the lock: an upload that got in first is included
             self.driver.forget(rows)  # steps under way and pending probation end here
@@ -426,7 +442,22 @@ class Installs:
         records.record_event(
             self.db, key, "uninstalled", state="UNINSTALLED", reason=f"uninstalled by {operator}"
         )
-        records.audit(self.db, operator, "plugin.uninstalled", plugin=key)
+        records.audit(
+            self.db,
+            operator,
+            "plugin.uninstalled",
+            plugin=key,
+            detail={"forced": force, "dependents_disabled": dependents} if dependents else None,
+        )
+
+    async def _disable_dependent(self, key: str, reason: str) -> None:
+        rows = records.installs_of(self.db, key)
+        if rows:
+            with contextlib.suppress(Conflict):  # already disabled, or not enabled at all
+                await self.driver.drive(shown_install(rows).id, Disable(reason))
+        else:
+            await self.workers.stop(key, reason)  # run from source
+        self.supervisor.tokens.revoke(key)
 
     # --- the trust store (admin routes: GET/POST /api/trust/keys, DELETE .../{id}) -----------
 
