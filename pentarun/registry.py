@@ -104,11 +104,13 @@ class Registry:
             raise NotFound(f"no property {property_id!r}", {"property": property_id})
         await records.assign_property(self.db, key, property_id)
         self._refresh(key)
+        self.installs.lifecycle.notify(key, "activated", property_id=property_id)
 
     async def unassign(self, key: str, property_id: str) -> None:
         self.plugin(key)
         if not await records.unassign_property(self.db, key, property_id):
             raise NotFound(f"plugin {key!r} is not assigned to {property_id!r}")
+        self.installs.lifecycle.notify(key, "deactivated", property_id=property_id)
         self._refresh(key)
 
     def _refresh(self, key: str) -> None:

@@ -54,6 +54,7 @@ from .driver import Driver, job_of, shown_install
 from .gates import run_gates
 from .installer import Layout
 from .integrity import Integrity, record_failure
+from .lifecycle import Lifecycle
 from .manifest import Manifest
 from .pipeline import (
     Approved,
@@ -112,6 +113,8 @@ class Installs:
         )
         self.driver = Driver(config, db, self.layout, self.steps, self.workers)
         self.dependencies = Dependencies(db)
+        self.lifecycle = Lifecycle(db, supervisor.directory)
+        supervisor.observers.subscribe(self.lifecycle.observe)
         self._nursery: trio.Nursery | None = None
         self._tests: dict[str, trio.CancelScope] = {}  # key -> its operator's test run
         supervisor.observers.subscribe(self._on_actor_event)
@@ -276,6 +279,8 @@ class Installs:
                 {"state": Stage.DEPENDENCIES_PENDING.value, "echo": "pending_approval.digest"},
             )
         await self.driver.drive(row.id, Approved(digest))
+        approved = {"version": row.version, "digest": digest}
+        self.lifecycle.notify(key, "approved", detail=approved, version=row.version)
         records.audit(
             self.db,
             operator,
@@ -319,12 +324,16 @@ class Installs:
 
         await self.driver.drive(row.id, Enable(), accepted=assign)
         self.workers.refresh_token(key)
+        for pid in properties:
+            self.lifecycle.notify(key, "activated", property_id=pid)
         records.audit(
             self.db, operator, "plugin.enabled", plugin=key, detail={"properties": properties}
         )
 
     async def disable(self, key: str, properties: list[str], operator: str) -> None:
         row = shown_install(self._rows(key))
+        for pid in properties or records.assigned_properties(self.db, key):
+            self.lifecycle.notify(key, "deactivated", property_id=pid)
         if properties:
             for pid in properties:
                 await records.unassign_property(self.db, key, pid)
@@ -342,6 +351,7 @@ class Installs:
         source = None if rows else records.get_plugin(self.db, key)
         if not rows and source is None:
             raise NotFound(f"no plugin {key!r}", {"plugin": key})
+        self.lifecycle.notify(key, "revoked", detail={"reason": f"quarantined: {reason}"})
         actor = self.supervisor.directory.get(key)
         if actor is not None and actor.phase is not Phase.QUARANTINED:
             actor.quarantine(reason)  # stops the worker, records its evidence
@@ -426,8 +436,10 @@ class Installs:
             tests = self._tests.pop(key, None)
             if tests is not None:
                 tests.cancel()
+            self.lifecycle.notify(key, "revoked", detail={"reason": "uninstalled"})
             self.supervisor.tokens.revoke(key)
             await self.workers.remove(key, "plugin uninstalled")
+            self.lifecycle.forget(key)
             await records.delete_plugin(self.db, key)
             for row in rows:
                 for path in (
@@ -566,6 +578,8 @@ class Installs:
         """The supervisor quarantined a worker: the pipeline (and the record) follow."""
         key = event.key
         reason = f"{event.rule}: {event.reason}" if event.rule else event.reason
+        if event.rule != "operator":  # an operator's quarantine said so already
+            self.lifecycle.notify(key, "revoked", detail={"reason": f"quarantined: {reason}"})
         rows = records.installs_of(self.db, key)
         if not rows:
             await self._source_quarantined(key, reason)

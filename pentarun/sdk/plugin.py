@@ -81,6 +81,9 @@ _serving_call: contextvars.ContextVar[int | None] = contextvars.ContextVar(
 )
 
 
+LIFECYCLE = ("approved", "activated", "deactivated", "reloaded", "revoked")
+
+
 class CoreCallError(Error):
     """The core refused or failed a `ctx.core.call`."""
 
@@ -125,6 +128,15 @@ class Plugin:
             return fn
 
         return register
+
+    def on_lifecycle(self, name: str) -> Callable[[F], F]:
+        """`@plugin.on_lifecycle("activated")`: `async def f(ctx, event)` when the core tells
+        the plugin what happened to it: approved, activated or deactivated (for
+        `event["property"]`), reloaded (a new version runs), revoked (quarantined or
+        uninstalled; the worker stops right after). `event["detail"]` says more."""
+        if name not in LIFECYCLE:
+            raise ValueError(f"lifecycle notifications are {', '.join(LIFECYCLE)}, not {name!r}")
+        return self.on_event(f"lifecycle.{name}")
 
     def hook(self, name: str) -> Callable[[F], F]:
         """`@plugin.hook("snapshot.annotate")`: `async def f(ctx, payload) -> dict | None`; the
@@ -252,6 +264,8 @@ class _Worker:
             "data": event.data,
             "at": event.at,
         }
+        if event.type_.startswith("lifecycle."):  # {"event", "property", "detail"}
+            body = dict(event.data)
         for fn in self.plugin._on_event.get(event.type_, []):
             try:
                 await fn(ctx, body)

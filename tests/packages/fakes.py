@@ -47,8 +47,13 @@ class FakeActor:
     def release(self):
         self.phase = Phase.IDLE
 
-    def refresh_token(self):
+    def refresh_token(self, *, revoke=True):
         pass
+
+    def deliver(self, event_type, property_id, data):
+        """Lifecycle notifications (packages/lifecycle.py) land here."""
+        self.delivered = [*getattr(self, "delivered", []), (event_type, property_id, data)]
+        return True
 
 
 class FakeSupervisor:
