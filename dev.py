@@ -28,32 +28,42 @@ def _run(*cmd: str | Path) -> None:
     subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT)
 
 
+# Debian packages by the command each provides: what needs them, and which commands do
 SYSTEM_PACKAGES = {"bwrap": "bubblewrap", "setpriv": "util-linux"}  # the worker sandbox
+BROWSER_PACKAGES = {"chromium": "chromium", "chromedriver": "chromium-driver"}  # `test` only
 
 
-def system_packages() -> None:
-    """Install the Debian packages the sandbox needs when they are missing (as root, with
-    apt-get); otherwise say what to install. Without them no plugin worker starts."""
-    missing = sorted({pkg for tool, pkg in SYSTEM_PACKAGES.items() if not shutil.which(tool)})
+def system_packages(wanted: dict[str, dict[str, str]]) -> None:
+    """Install the Debian packages that are missing (as root, one `apt-get update` for all of
+    them), saying what for; otherwise say what to install. `wanted`: purpose -> {command:
+    package}. Without the sandbox's no plugin worker starts; without the browser's the
+    console's browser tests are skipped."""
+    missing = {
+        purpose: sorted({pkg for tool, pkg in tools.items() if not shutil.which(tool)})
+        for purpose, tools in wanted.items()
+    }
+    missing = {purpose: pkgs for purpose, pkgs in missing.items() if pkgs}
     if not missing:
         return
+    why = "; ".join(f"{', '.join(pkgs)} for {purpose}" for purpose, pkgs in missing.items())
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        print(
-            f"missing for the plugin sandbox: {', '.join(missing)}; install them "
-            "(e.g. apt-get install -y ...), or no plugin worker will start",
-            flush=True,
-        )
+        print(f"missing: {why}; install them (e.g. apt-get install -y ...)", flush=True)
         return
-    print(f"installing {', '.join(missing)} for the plugin sandbox (apt-get) ...", flush=True)
+    print(f"installing {why} (apt-get, as root) ...", flush=True)
     _run("apt-get", "update", "-qq")
-    _run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing)
+    packages = sorted({pkg for pkgs in missing.values() for pkg in pkgs})
+    _run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages)
 
 
-def setup(extras: str) -> None:
-    """Create .venv and install the package with the given extras, unless already done."""
+def setup(extras: str, *, browser: bool = False) -> None:
+    """Create .venv and install the package with the given extras, unless already done;
+    `browser`: also the system chromium and its driver (the console's browser tests)."""
     if sys.version_info < (3, 11):  # noqa: UP036 - this file must explain itself to old Pythons
         sys.exit(f"pentarun needs Python 3.11 or newer, this is {sys.version.split()[0]}")
-    system_packages()
+    wanted = {"the plugin sandbox": SYSTEM_PACKAGES}
+    if browser:
+        wanted["the console's browser tests"] = BROWSER_PACKAGES
+    system_packages(wanted)
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == digest:
         return
@@ -73,7 +83,7 @@ def serve(args: list[str]) -> int:
 
 
 def test(args: list[str]) -> int:
-    setup("dev")
+    setup("dev", browser=True)
     steps = [
         [BIN / "ruff", "check", "pentarun", "tests", "bench", "plugins", "dev.py"],
         [BIN / "ruff", "format", "--check", "pentarun", "tests", "bench", "plugins", "dev.py"],

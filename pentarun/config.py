@@ -159,6 +159,28 @@ class ListenerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+class ConsoleConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The operator console (gateway/console): its sign-in sessions and where it is reached.
+
+    A session ends `session_idle_s` after its last request and `session_absolute_s` after it
+    began, whichever comes first (and at once when its operator is removed or signs out).
+    `public_url` is where operators reach the console (behind a TLS proxy, say): an https one
+    makes the session cookie `Secure`, and changes must come from its origin. An address that
+    fails to sign in `signin_failures` times within `signin_failure_window_s` is refused
+    (429) until that window ends.
+    """
+
+    session_idle_s: Annotated[float, msgspec.Meta(ge=60, le=24 * 3600)] = 3600.0
+    session_absolute_s: Annotated[float, msgspec.Meta(ge=300, le=7 * 24 * 3600)] = 12 * 3600.0
+    public_url: PublicUrl = ""
+    signin_failures: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
+    signin_failure_window_s: Annotated[float, msgspec.Meta(gt=0, le=24 * 3600)] = 300.0
+
+    def __post_init__(self) -> None:
+        if self.session_idle_s > self.session_absolute_s:
+            raise ValueError("console.session_idle_s must not exceed console.session_absolute_s")
+
+
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
     install: InstallConfig = msgspec.field(default_factory=InstallConfig)
@@ -166,6 +188,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     egress: EgressConfig = msgspec.field(default_factory=EgressConfig)
     listeners: dict[str, str | ListenerConfig] = msgspec.field(
         default_factory=lambda: {"homeassistant": "0.0.0.0:8129"}
+    console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
     )
 
 

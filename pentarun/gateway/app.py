@@ -7,8 +7,18 @@ routes_operators, routes_trust, routes_watch), each a Blueprint of thin handlers
 (`params.py`, `parse_body`), authorize (`@operator(permission)`, then `require` per
 property), call the module that owns the rule, render (`json_response`).
 
+The operator console (gateway/console/) is served by the same app at `/`: its pages need a
+signed-in session, and its changes go through these same /api routes (the session cookie
+instead of the bearer token, with a CSRF token), so the console can do exactly what the API
+lets the operator do, decided here and nowhere else.
+
 Invariants:
-- every route but /healthz, /readyz and /metrics needs an operator bearer token;
+- every /api route needs an operator: a bearer token, or the console's session cookie
+  (console/auth.py), which a change (any method but GET, HEAD, OPTIONS) may use only with the
+  session's CSRF token from the console's own origin; console pages need a signed-in session;
+  only /healthz, /readyz, /metrics, /signin and the console's /static files need neither;
+- every answer carries the security headers (`SECURITY_HEADERS`: a CSP without inline script,
+  no framing, no referrer); a route that sets its own CSP (a plugin's wizard) keeps it;
 - a request body is bounded by its route's limit before a byte of it is kept (`@body_limit`:
   JSON routes `server.max_json_body_bytes`, the config route `server.max_config_body_bytes`,
   the upload `install.max_package_bytes`); a bigger one is a 413 (gateway/http.py);
@@ -31,7 +41,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 import trio
-from quart import Response, current_app, request
+from quart import Response, current_app
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -42,12 +52,13 @@ from ..lanes.feed import Feed
 from ..packages.service import Installs
 from ..registry import Registry
 from ..sandbox.launcher import Sandbox
-from ..security.operators import PERMISSIONS, authenticate, require
+from ..security.operators import PERMISSIONS, require
 from ..store import records
 from ..store.db import Database
 from ..supervisor.supervisor import Supervisor
 from . import errorjson
 from .bodies import decode_json
+from .console.auth import request_operator
 from .http import bounded_request_class, drain_unread_bodies, payload_too_large, read_body
 
 S = TypeVar("S")
@@ -57,6 +68,17 @@ BodyKind = Literal["json", "config", "package"]
 
 MULTIPART_SLACK = 1024 * 1024  # room for a multipart upload's framing around the zip
 _BODY_KIND = "pentarun_body_kind"
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "frame-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
 
 
 @dataclass
@@ -96,7 +118,9 @@ class Services:
 
 class AdminApp(QuartTrio):
     def __init__(self, services: Services) -> None:
-        super().__init__("pentarun.admin")
+        # no app-wide /static (it would serve the working directory's static/): the console's
+        # blueprint serves its own files there
+        super().__init__("pentarun.admin", static_folder=None)
         self.services = services
 
 
@@ -109,7 +133,8 @@ def current_services() -> Services:
 
 
 def operator(permission: str) -> Callable[[Handler], Handler]:
-    """Require an operator token whose role has `permission`; the route gets it as `op`.
+    """Require an operator (bearer token or console session, see the module docstring)
+    whose role has `permission`; the route gets it as `op`.
 
     Routes acting on one property also call `require(op, permission, pid)`.
     """
@@ -117,7 +142,7 @@ def operator(permission: str) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         @wraps(handler)
         async def checked(**kwargs: Any) -> Response:
-            op = authenticate(current_services().db, request.headers.get("Authorization"))
+            op = request_operator(current_services())
             if permission not in PERMISSIONS.get(op.role, frozenset()):
                 require(op, permission)  # raises Forbidden with the reason
             return await handler(op=op, **kwargs)
@@ -179,7 +204,9 @@ def _route_limits(app: AdminApp) -> Callable[[str, str], int]:
 
 def create_admin_app(services: Services) -> AdminApp:
     # the route modules import this one: imported here, once the app is being built
+    from . import console  # noqa: PLC0415
     from .routes_egress import bp as egress  # noqa: PLC0415
+    from .routes_live import bp as live  # noqa: PLC0415
     from .routes_operators import bp as operators  # noqa: PLC0415
     from .routes_plugins import bp as plugins  # noqa: PLC0415
     from .routes_properties import bp as properties  # noqa: PLC0415
@@ -189,15 +216,24 @@ def create_admin_app(services: Services) -> AdminApp:
 
     app = AdminApp(services)
     app.config["MAX_CONTENT_LENGTH"] = max(body_limits(services.config).values())
-    for blueprint in (watch, plugins, workers, properties, operators, trust, egress):
+    for blueprint in (watch, plugins, workers, properties, operators, trust, egress, live):
         app.register_blueprint(blueprint)
+    console.register(app, services)
     app.request_class = bounded_request_class(_route_limits(app))
     drain_unread_bodies(app)
+
+    @app.after_request
+    async def security_headers(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
 
     @app.errorhandler(Exception)
     async def render_error(exc: Exception) -> Response:
         if isinstance(exc, RequestEntityTooLarge):
             exc = payload_too_large()
+        if console.wants_html():
+            return await console.error_page(exc)
         rendered = errorjson.render(exc)
         return Response(
             rendered.body,

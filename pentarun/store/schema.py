@@ -163,6 +163,19 @@ MIGRATIONS: list[str] = [
         updated_by TEXT NOT NULL DEFAULT ''
     );
     """,
+    # 8: console sign-in sessions: only a sha256 of the session id is kept (like tokens)
+    """
+    CREATE TABLE console_sessions (
+        id_hash TEXT PRIMARY KEY,
+        operator_id TEXT NOT NULL REFERENCES operators(id) ON DELETE CASCADE,
+        created_at REAL NOT NULL,
+        last_seen_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        csrf_secret TEXT NOT NULL
+    );
+    CREATE INDEX console_sessions_by_operator ON console_sessions (operator_id);
+    CREATE INDEX console_sessions_by_expiry ON console_sessions (expires_at);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -160,6 +160,7 @@ async def start_test_run(db: Database, run_id: str, plugin_key: str, version: st
            VALUES (?, ?, ?, ?, 'running')""",
         (run_id, plugin_key, version, time.time()),
     )
+    db.notify("test_run", {"plugin": plugin_key, "run_id": run_id, "status": "running"})
 
 
 async def finish_test_run(db: Database, run_id: str, status: str, report: dict[str, Any]) -> None:
@@ -167,6 +168,9 @@ async def finish_test_run(db: Database, run_id: str, status: str, report: dict[s
         "UPDATE plugin_test_runs SET finished_at = ?, status = ?, report = ? WHERE id = ?",
         (time.time(), status, json.dumps(report), run_id),
     )
+    row = db.read_one("SELECT plugin_key FROM plugin_test_runs WHERE id = ?", (run_id,))
+    if row is not None:  # observers (the console's live pages) hear that a run ended
+        db.notify("test_run", {"plugin": row["plugin_key"], "run_id": run_id, "status": status})
 
 
 def _run(r: sqlite3.Row) -> TestRunRow:

@@ -79,6 +79,18 @@ def assigned_properties(db: Database, plugin_key: str) -> list[str]:
     return [r["property_id"] for r in rows]
 
 
+def all_assignments(db: Database) -> dict[str, list[str]]:
+    """plugin key -> its assigned properties, for every plugin at once (one read)."""
+    rows = db.read(
+        """SELECT plugin_key, property_id FROM plugin_property_assignments
+           WHERE enabled = 1 ORDER BY plugin_key, property_id"""
+    )
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        out.setdefault(r["plugin_key"], []).append(r["property_id"])
+    return out
+
+
 class CameraRow(msgspec.Struct, frozen=True):
     property_id: str
     id: str
