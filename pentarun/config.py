@@ -157,8 +157,6 @@ class ListenerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return ListenerConfig(bind=value) if isinstance(value, str) else value
 
 
-class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
 class ConsoleConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The operator console (gateway/console): its sign-in sessions and where it is reached.
 
@@ -181,14 +179,16 @@ class ConsoleConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("console.session_idle_s must not exceed console.session_absolute_s")
 
 
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
     install: InstallConfig = msgspec.field(default_factory=InstallConfig)
     bench: BenchConfig = msgspec.field(default_factory=BenchConfig)
     egress: EgressConfig = msgspec.field(default_factory=EgressConfig)
+    console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
     listeners: dict[str, str | ListenerConfig] = msgspec.field(
         default_factory=lambda: {"homeassistant": "0.0.0.0:8129"}
-    console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
     )
 
 
