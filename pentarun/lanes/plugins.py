@@ -114,16 +114,14 @@ class PluginCalls:
             )
 
     def _callee(self, key: str) -> WorkerActor:
-        row = records.get_plugin(self.db, key)
-        if row is not None and row.state == QUARANTINED:
-            raise PluginQuarantined(
-                f"plugin {key!r} is quarantined: {row.reason or 'see its detail'}",
-                {"plugin": key, "state": row.state},
-            )
+        """The callee's actor; its record is read only when the actor cannot serve (a
+        quarantine stops the actor too, so a serving actor is never a quarantined plugin's)."""
         actor = self.directory.get(key)
-        if actor is None or actor.phase is Phase.QUARANTINED:
-            if actor is not None:
-                raise PluginQuarantined(f"plugin {key!r} is quarantined", {"plugin": key})
-            state = row.state if row is not None else "not installed"
-            raise WorkerUnavailable(f"plugin {key!r} has no worker ({state})", {"plugin": key})
-        return actor
+        if actor is not None and actor.phase is not Phase.QUARANTINED:
+            return actor
+        row = records.get_plugin(self.db, key)
+        if (row is not None and row.state == QUARANTINED) or actor is not None:
+            why = row.reason if row is not None and row.reason else "see its detail"
+            raise PluginQuarantined(f"plugin {key!r} is quarantined: {why}", {"plugin": key})
+        state = row.state if row is not None else "not installed"
+        raise WorkerUnavailable(f"plugin {key!r} has no worker ({state})", {"plugin": key})
