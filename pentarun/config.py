@@ -84,6 +84,9 @@ class InstallConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_files: int = 2000
     max_total_bytes: int = 256 * 1024 * 1024
     max_compression_ratio: float = 200.0
+    # a directory of package zips offering newer versions (packages/catalog.py); "" for none
+    catalog_dir: str = ""
+    catalog_scan_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 30.0
 
 
 class BenchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -134,7 +134,15 @@ class Registry:
             "security_rating": None if rating is None else {"score": rating.score},
             # a dependency is missing, disabled, quarantined or out of range (dependencies.py)
             "degraded": degraded or None,
+            "update_available": self._update(row),
         }
+
+    def _update(self, row: records.PluginRow) -> dict[str, Any] | None:
+        """A newer version in the catalog (packages/catalog.py), as of its last scan."""
+        entry = self.installs.catalog.update_for(row.key, row.version)
+        if entry is None or not records.installs_of(self.db, row.key):
+            return None  # none, or it runs from source: the catalog does not upgrade that
+        return {"version": entry.version, "file": entry.file}
 
     def _sandbox(self) -> dict[str, object]:
         """How this plugin's worker is confined: the server's sandbox state (off is reported

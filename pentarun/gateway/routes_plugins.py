@@ -11,6 +11,7 @@ from quart import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import BadRequest, NotFound
+from ..packages.catalog import newest
 from ..security.operators import ASSIGN, MANAGE_PLUGINS, READ, require
 from ..store import records
 from .app import (
@@ -122,6 +123,47 @@ async def plugin_detail(op: records.OperatorRow, key: str) -> Response:
 async def upload(op: records.OperatorRow) -> Response:
     services = current_services()
     row = await services.installs.upload(await package_bytes(), actor_name(op))
+    return json_response(plugin_view(services, row.plugin_key), 202)
+
+
+class UpgradeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    version: Annotated[str, msgspec.Meta(max_length=64)] = ""  # "": the newest
+
+
+@bp.get("/api/catalog")
+@operator(READ)
+async def catalog(op: records.OperatorRow) -> Response:
+    """What the catalog offers, and for each installed plugin whether it is newer."""
+    services = current_services()
+    catalog = services.installs.catalog
+    entries = await catalog.rescan()
+    installed = {r.key: r.version for r in records.list_plugins(services.db)}
+    listed = []
+    for entry in sorted(entries, key=lambda e: (e.key, e.file)):
+        current = installed.get(entry.key)
+        newer = current is not None and newest([entry], entry.key, current) is not None
+        listed.append({**msgspec.to_builtins(entry), "installed_version": current, "newer": newer})
+    return json_response({"configured": catalog.configured, "entries": listed})
+
+
+@bp.post("/api/plugins/<key>/upgrade")
+@operator(MANAGE_PLUGINS)
+async def upgrade(op: records.OperatorRow, key: str) -> Response:
+    """Upload the catalog's newest (or named) version of an installed plugin: the same
+    pipeline as an upload (signature, gates, approval)."""
+    services = current_services()
+    key = plugin_key(key)
+    services.registry.plugin(key)  # 404 for a plugin that is not installed
+    body = await parse_body(UpgradeRequest)  # an empty body: the newest
+    entry, data = await services.installs.catalog.package(key, body.version)
+    row = await services.installs.upload(data, actor_name(op))
+    records.audit(
+        services.db,
+        actor_name(op),
+        "plugin.upgrade_requested",
+        plugin=key,
+        detail={"version": entry.version, "file": entry.file},
+    )
     return json_response(plugin_view(services, row.plugin_key), 202)
 
 

@@ -49,6 +49,7 @@ from ..supervisor.policy import Phase
 from ..supervisor.supervisor import Supervisor
 from . import installer
 from .approval import wrong_digest_message
+from .catalog import Catalog
 from .dependencies import Dependencies
 from .driver import Driver, job_of, shown_install
 from .gates import run_gates
@@ -114,6 +115,10 @@ class Installs:
         self.driver = Driver(config, db, self.layout, self.steps, self.workers)
         self.dependencies = Dependencies(db)
         self.lifecycle = Lifecycle(db, supervisor.directory)
+        install = config.install
+        self.catalog = Catalog(
+            install.catalog_dir, install.max_package_bytes, install.catalog_scan_s
+        )
         supervisor.observers.subscribe(self.lifecycle.observe)
         self._nursery: trio.Nursery | None = None
         self._tests: dict[str, trio.CancelScope] = {}  # key -> its operator's test run
@@ -124,6 +129,7 @@ class Installs:
             self._nursery = nursery
             self.driver.attach(nursery)
             await nursery.start(self.dependencies.run)
+            await nursery.start(self.catalog.run)
             await self.recover()
             task_status.started()
             await trio.sleep_forever()
