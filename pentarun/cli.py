@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from .config import Config, load_config
 from .datadir import DataDirLocked
 from .errors import PentarunError
 from .gateway.app import Services
-from .packages import authoring
+from .packages import authoring, devloop
 from .registry import read_source_definition
 from .runtime import DEMO_PROPERTY, Options, run_server
 
@@ -58,6 +59,15 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("path", type=Path, metavar="DIR|ZIP")
         cmd.add_argument("--config", type=Path, help="TOML configuration (thresholds, signatures)")
         cmd.add_argument("--trust", type=Path, help="directory of trusted <key_id>.pub keys")
+    dev = sub.add_parser("dev", help="live reload: build, upload and swap in on every change")
+    dev.add_argument("path", type=Path, metavar="DIR")
+    dev.add_argument("--server", default="http://127.0.0.1:8128", help="the admin URL")
+    dev.add_argument("--token", default=os.environ.get("PENTARUN_TOKEN", ""))
+    dev.add_argument("--token-file", type=Path, help="default: <data_dir>/admin.token")
+    dev.add_argument("--config", type=Path, help="TOML configuration (data dir, limits)")
+    dev.add_argument("--approve", action="store_true", help="approve builds that need it")
+    dev.add_argument("--once", action="store_true", help="build once; exit 0 when it went live")
+    dev.add_argument("--interval", type=float, default=0.3, help="seconds between looks")
     packer = sub.add_parser("pack", help="zip a source directory with a fresh plugin.id")
     packer.add_argument("path", type=Path, metavar="DIR")
     packer.add_argument("--out", type=Path, default=Path("."), help="output directory")
@@ -162,6 +172,19 @@ def plugin(args: argparse.Namespace) -> int:
             out = authoring.sign_zip(args.path, args.key, key_id, args.out or args.path)
             _say(f"signed {out} with key {key_id!r}")
             return 0
+        case "dev":
+            token_file = args.token_file or devloop.token_path(config)
+            token = devloop.read_token(args.token, token_file)
+            return devloop.dev(
+                args.path,
+                devloop.Server(args.server, token),
+                config,
+                authoring.context(config, None),
+                _say,
+                approve=args.approve,
+                once=args.once,
+                interval_s=max(0.05, args.interval),
+            )
         case "test":
             ctx = authoring.context(config, args.trust)
             report = authoring.run_test(args.path, config, ctx, _say)
@@ -194,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     except authoring.ProblemsFound as exc:
         _say(str(exc))
         return 1
-    except (PentarunError, authoring.AuthoringError) as exc:
+    except (PentarunError, authoring.AuthoringError, devloop.DevError) as exc:
         _say(f"pentarun: {exc}")
         return 2
     except KeyboardInterrupt:

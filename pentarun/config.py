@@ -87,6 +87,9 @@ class InstallConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # a directory of package zips offering newer versions (packages/catalog.py); "" for none
     catalog_dir: str = ""
     catalog_scan_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 30.0
+    # development builds (`pentarun plugin dev`, versions `x.y.z+dev.N`): a development
+    # server only
+    allow_dev_builds: bool = False
 
 
 class BenchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -8,7 +8,8 @@
     │   ├── PropertyNotAssigned        403 property_not_assigned
     │   ├── ScopeDenied                403 scope_denied
     │   ├── TokenInvalid               403 token_invalid
-    │   └── NotADependency             403 not_a_dependency (plugin -> plugin: undeclared callee)
+    │   ├── NotADependency             403 not_a_dependency (plugin -> plugin: undeclared callee)
+    │   └── DevBuildsDisabled          403 dev_builds_disabled (install.allow_dev_builds off)
     ├── NotFound                       404 not_found
     ├── MethodNotAllowed               405 method_not_allowed
     ├── Conflict                       409 conflict
@@ -88,6 +89,10 @@ class TokenInvalid(Forbidden):
 
 class NotADependency(Forbidden):
     code = "not_a_dependency"
+
+
+class DevBuildsDisabled(Forbidden):
+    code = "dev_builds_disabled"
 
 
 class NotFound(PentarunError):

@@ -38,7 +38,14 @@ import msgspec
 import trio
 
 from ..config import Config
-from ..errors import BadRequest, Conflict, HasDependents, NotFound, Unprocessable
+from ..errors import (
+    BadRequest,
+    Conflict,
+    DevBuildsDisabled,
+    HasDependents,
+    NotFound,
+    Unprocessable,
+)
 from ..security.scopes import risk_score
 from ..security.trust import TrustStore
 from ..store import records
@@ -51,6 +58,7 @@ from . import installer
 from .approval import wrong_digest_message
 from .catalog import Catalog
 from .dependencies import Dependencies
+from .devloop import is_dev_build
 from .driver import Driver, job_of, shown_install
 from .gates import run_gates
 from .installer import Layout
@@ -77,6 +85,7 @@ log = logging.getLogger(__name__)
 
 TERMINAL = {Stage.REJECTED}
 FROM_SOURCE = "running from source"
+SETTLED_STAGES = {"VERIFIED", "ENABLED", "DISABLED", "REJECTED", "QUARANTINED"}
 
 
 class Installs:
@@ -195,6 +204,7 @@ class Installs:
             "reason": job.reason,
             "step": job.running or None,
             "active": row.active,
+            "dev_build": is_dev_build(row.version),
             "pending_approval": None if pending is None else msgspec.to_builtins(pending),
             "security_rating": msgspec.to_builtins(self.rating(row, egress_grants)),
             "probation": _probation_view(job, self.config),
@@ -220,6 +230,12 @@ class Installs:
                 f"the package was refused: {len(problems)} problem(s)", {"problems": detail}
             )
         key = package.key
+        if is_dev_build(package.version) and not self.config.install.allow_dev_builds:
+            raise DevBuildsDisabled(
+                f"{key} {package.version} is a development build, and this server takes none: "
+                "set install.allow_dev_builds = true (a development server only)",
+                {"plugin": key, "version": package.version},
+            )
         async with self.driver.lock(key):
             rows = records.installs_of(self.db, key)
             if not rows and self.supervisor.directory.get(key) is not None:
@@ -275,7 +291,35 @@ class Installs:
                 "validated; upload it again to install it",
                 {"plugin": key, "install": install_id},
             )
+        if is_dev_build(package.version) and self._nursery is not None:
+            previous = active.version if active is not None else None
+            self._nursery.start_soon(self._record_reload, key, install_id, previous)
         return created
+
+    async def _record_reload(self, key: str, install_id: str, previous: str | None) -> None:
+        """A development build settled: `dev_reload` on the timeline, gone live or not."""
+        with trio.move_on_after(self.config.install.pip_timeout_s + 600):
+            while True:
+                row = records.get_install(self.db, install_id)
+                if row is None:
+                    return  # uninstalled meanwhile
+                job = job_of(row)
+                if not job.running and job.stage.value in SETTLED_STAGES:
+                    break
+                await self.driver.changed()
+            live = row.active and job.stage in (Stage.VERIFIED, Stage.ENABLED)
+            records.record_event(
+                self.db,
+                key,
+                "dev_reload",
+                reason=job.reason if not live else "",
+                detail={
+                    "previous": previous,
+                    "version": row.version,
+                    "success": live,
+                    "state": job.stage.value,
+                },
+            )
 
     async def approve(self, key: str, digest: str, operator: str) -> None:
         row = self._pending(key)
