@@ -54,6 +54,8 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # probation_s, at most probation_attempts times (0 turns probation off)
     probation_s: float = 600.0
     probation_attempts: int = 3
+    # an upgrade's old worker finishes its calls and streams for at most this long, then stops
+    drain_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=600)] = 30.0
 
 
 class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -29,6 +29,11 @@ failure budget.
 URLs the plugin hands out start with `HttpRequest.base_url`: the listener's `public_url`, else
 the address the connection arrived on. The request's `Host` header is never used.
 
+The route table (steps 3 and 7) is the manifest of the actor serving the plugin now, so a
+listener kept bound through an upgrade's hand over serves the new version's routes the moment
+the new worker takes over; the manifest the listener was opened with stands in while no actor
+serves.
+
 A bare ASGI app, no framework: it is the hot path of every Home Assistant request.
 """
 
@@ -62,7 +67,7 @@ from ..store.db import Database
 from ..supervisor.streams import StreamReply
 from . import errorjson, replies
 from .bodies import decode_json
-from .listener_routes import compile_routes, match
+from .listener_routes import CompiledRoute, compile_routes, match
 from .ratelimit import Decision, FailureLimiter, Quota, RateLimiter
 
 log = logging.getLogger(__name__)
@@ -297,10 +302,19 @@ def create_listener_app(
     clock: Callable[[], float] = trio.current_time,
 ) -> ASGIApp:
     """A bare ASGI app: one route table, no framework between the socket and the worker."""
-    routes = compile_routes(manifest)
+    table: list[tuple[Manifest, list[CompiledRoute]]] = [(manifest, compile_routes(manifest))]
     budgets = RateLimiter()
     failures = FailureLimiter(settings.auth_failures, settings.auth_failure_window_s)
     checker = _ReplyChecker(key)
+
+    def routes_of(actor: CallTarget | None) -> tuple[Manifest, list[CompiledRoute]]:
+        """The serving actor's manifest and its routes (compiled once per manifest)."""
+        served = getattr(actor, "manifest", None)
+        if not isinstance(served, Manifest):
+            served = manifest
+        if table[0][0] is not served:
+            table[0] = (served, compile_routes(served))
+        return table[0]
 
     async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -313,21 +327,23 @@ def create_listener_app(
                     return
         if scope["type"] != "http":
             return
+        actor = actors.get(key)
+        served, routes = routes_of(actor)
         try:
-            answer, extra = await admit(scope, receive)
+            answer, extra = await admit(scope, receive, routes)
         except _Refused as refused:
             await _send_error(send, refused.error, refused.headers)
             return
         route, client, request = answer
         try:
-            actor = actors.get(key)
+            actor = actor or actors.get(key)  # one may have started while the body arrived
             if actor is None:
                 raise WorkerUnavailable(f"plugin {key!r} is not running", {"retry_after_s": 1})
             reply = await actor.call(
                 route.handler,
                 client.key.property_id,
                 request,
-                idempotent=manifest.is_idempotent(route.handler, route.method),
+                idempotent=served.is_idempotent(route.handler, route.method),
             )
         except Exception as exc:  # errorjson.render: the plugin's or ours; others are 500
             await _send_error(send, exc, extra)
@@ -350,7 +366,7 @@ def create_listener_app(
             await _send_error(send, exc, extra)
 
     async def admit(
-        scope: dict[str, Any], receive: Receive
+        scope: dict[str, Any], receive: Receive, routes: list[CompiledRoute]
     ) -> tuple[tuple[Route, _Client, HttpRequest], dict[str, str]]:
         """Steps 1-6 of the module docstring; _Refused with the answer's headers otherwise."""
         address = str((scope.get("client") or ("unknown",))[0])

@@ -19,6 +19,15 @@ audit row, with the test run's id).
 
 Background tasks (`spawn`) never raise into the service's nursery: a failure is logged and
 recorded on the plugin (`install_error` event), and the server goes on.
+
+Upgrades without an outage: when a verified upgrade of a plugin whose worker is running is
+about to be activated and enabled, the new version's worker is started beside the old one
+first (`Workers.hand_over`), before anything is stored. If it does not pass its handshake,
+the verify step is failed instead (the upgrade ends REJECTED, its tree discarded, a
+`handover_failed` event carries the evidence) and the old version serves on untouched. If it
+does, the activation commits the hand over: new calls go to the new worker, the old one drains
+in the background, and once it is gone its tree is deleted and `upgraded` is recorded with
+what the drain did (`drained`).
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from ..config import Config
 from ..errors import Conflict
 from ..store import records
 from ..store.db import Database
+from ..supervisor.handover import DrainReport, StartFailed
 from ..supervisor.policy import Phase
 from . import installer
 from .installer import InstallError, Layout
@@ -58,9 +68,11 @@ from .pipeline import (
     step,
 )
 from .steps import Steps
-from .workers import Workers
+from .workers import Handover, Workers
 
 log = logging.getLogger(__name__)
+
+NOT_SERVING = (Phase.IDLE, Phase.STOPPING, Phase.STOPPED, Phase.QUARANTINED)
 
 
 def job_of(row: records.InstallRow) -> Job:
@@ -160,18 +172,34 @@ class Driver:
                 raise Conflict(refused[0].reason, {"state": job.stage.value})
             if accepted is not None:
                 await accepted()
-            if new != job:
-                await records.save_install(self.db, install_id, msgspec.to_builtins(new))
-                records.record_event(
-                    self.db,
-                    key,
-                    "install_state",
-                    state=new.stage.value,
-                    reason=new.reason,
-                    detail={"install": install_id, "version": row.version, "step": new.running},
+            handover: Handover | None = None
+            previous = self._taken_over(row, job, new, commands)
+            if previous is not None:
+                outcome = await self.workers.hand_over(
+                    key, self.layout.tree(key, row.id), row.manifest
                 )
-            for command in commands:
-                await self._execute(row, new, command)
+                if isinstance(outcome, StartFailed):
+                    reason = self._handover_failed(row, previous, outcome)
+                    new, commands = step(job, StepFailed(reason))
+                else:
+                    handover = outcome
+            try:
+                if new != job:
+                    await records.save_install(self.db, install_id, msgspec.to_builtins(new))
+                    records.record_event(
+                        self.db,
+                        key,
+                        "install_state",
+                        state=new.stage.value,
+                        reason=new.reason,
+                        detail={"install": install_id, "version": row.version, "step": new.running},
+                    )
+                for command in commands:
+                    await self._execute(row, new, command, handover)
+            except BaseException:
+                if handover is not None and not handover.committed:
+                    await handover.abandon("the upgrade did not complete")
+                raise
             runs = [c.step for c in commands if isinstance(c, Run)]
             scope = trio.CancelScope()  # registered here, so a Cancel finds it at once
             if runs:
@@ -200,11 +228,15 @@ class Driver:
                 row = None
             self.record_error(row.plugin_key if row else "", type(event).__name__, exc)
 
-    async def _execute(self, row: records.InstallRow, new: Job, command: Command) -> None:
+    async def _execute(
+        self, row: records.InstallRow, new: Job, command: Command, handover: Handover | None
+    ) -> None:
         key = row.plugin_key
         match command:
             case Activate():
-                await self._activate(row)
+                await self._activate(row, new, handover)
+            case StartWorker() if handover is not None and handover.committed:
+                pass  # the hand over started it, and it serves already
             case StartWorker():
                 await self.workers.start(key, self.layout.tree(key, row.id), row.manifest)
             case StopWorker():
@@ -221,7 +253,7 @@ class Driver:
             case ProbationResult():
                 self._record_probation(row, new, command)
 
-    async def _activate(self, row: records.InstallRow) -> None:
+    async def _activate(self, row: records.InstallRow, new: Job, handover: Handover | None) -> None:
         key = row.plugin_key
         previous = next((r for r in records.installs_of(self.db, key) if r.active), None)
         await records.activate_install(self.db, key, row.id)
@@ -233,6 +265,10 @@ class Driver:
                 running="",
             )
             await records.save_install(self.db, previous.id, msgspec.to_builtins(superseded))
+            if handover is not None:
+                await handover.commit(f"handed over to {row.version}")
+                self.spawn(self._finish_handover, handover, previous, row, new.stage, key=key)
+                return
             await self.workers.remove(key, f"upgraded to {row.version}")
             await trio.to_thread.run_sync(installer.remove, self.layout.tree(key, previous.id))
             records.record_event(
@@ -246,6 +282,80 @@ class Driver:
         actor = self.workers.supervisor.directory.get(key)
         if actor is not None and actor.phase is Phase.QUARANTINED:
             actor.release()
+
+    # --- hand over (upgrades of a running plugin) ---------------------------------------------
+
+    def _taken_over(
+        self, row: records.InstallRow, job: Job, new: Job, commands: list[Command]
+    ) -> records.InstallRow | None:
+        """The active install whose running worker this step's activation must take over
+        from: a step's success (so its failure can be stepped instead) that activates `row`
+        enabled while another version of the plugin has a worker that serves or will."""
+        if not job.running or new.stage is not Stage.ENABLED:
+            return None
+        if not any(isinstance(c, Activate) for c in commands):
+            return None
+        key = row.plugin_key
+        previous = next((r for r in records.installs_of(self.db, key) if r.active), None)
+        if previous is None or previous.id == row.id:
+            return None
+        actor = self.workers.supervisor.directory.get(key)
+        if actor is None or actor.phase in NOT_SERVING:
+            return None
+        return previous
+
+    def _handover_failed(
+        self, row: records.InstallRow, previous: records.InstallRow, failed: StartFailed
+    ) -> str:
+        """Record why the new version's worker did not start; the reason its upgrade fails."""
+        reason = (
+            f"the worker of {row.version} did not start: {failed.reason}; "
+            f"{previous.version} serves on"
+        )
+        records.record_event(
+            self.db,
+            row.plugin_key,
+            "handover_failed",
+            state=Stage.REJECTED.value,
+            reason=reason,
+            detail={
+                "install": row.id,
+                "from": previous.version,
+                "to": row.version,
+                "evidence": msgspec.to_builtins(failed.evidence),
+            },
+        )
+        return reason
+
+    async def _finish_handover(
+        self,
+        handover: Handover,
+        previous: records.InstallRow,
+        row: records.InstallRow,
+        stage: Stage,
+    ) -> None:
+        """Once the old worker drained and stopped: delete its tree, record the upgrade."""
+        key = row.plugin_key
+        c = self.config.supervisor
+        report: DrainReport | None = None
+        with trio.move_on_after(c.drain_timeout_s + c.stop_timeout_s * 2 + 5):
+            report = await handover.drained()
+        await trio.to_thread.run_sync(installer.remove, self.layout.tree(key, previous.id))
+        if records.get_plugin(self.db, key) is None:
+            return  # uninstalled meanwhile: nothing to record it on
+        records.record_event(
+            self.db,
+            key,
+            "upgraded",
+            state=stage.value,
+            reason=f"{previous.version} -> {row.version}",
+            detail={
+                "install": row.id,
+                "from": previous.version,
+                "to": row.version,
+                "drained": msgspec.to_builtins(report) if report is not None else None,
+            },
+        )
 
     async def _run_step(self, install_id: str, name: str, scope: trio.CancelScope) -> None:
         event: Event
@@ -406,7 +516,9 @@ class Driver:
             for path in staging_root.iterdir():
                 if path.name not in staged:
                     installer.remove(path)
-        trees = {(r.plugin_key, r.id) for r in rows}
+        # a tree belongs to the active install or to one whose step is under way; any other
+        # (an old version whose hand over a stop interrupted) is left over
+        trees = {(r.plugin_key, r.id) for r in rows if r.active or job_of(r).running}
         plugins_root = self.layout.data_dir / "plugins"
         if plugins_root.is_dir():
             for key_dir in plugins_root.iterdir():

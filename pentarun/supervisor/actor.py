@@ -9,6 +9,11 @@ Calls (`call`) ride out starts and restarts: a call waits while the worker is st
 restart is due before its deadline (see mailbox.py), fails fast (503 + Retry-After) otherwise,
 is bounded with the other calls in flight (`Busy`), and, when the worker dies with it in
 flight, is retried once on the next worker if it is idempotent.
+
+Hand over (handover.py): once `hand_to(successor)` ran, the actor takes no new call — a call
+that reaches it, or still waits for its worker, goes to the successor with what is left of
+its deadline — while the calls already delivered and the streams it handed out finish
+(`load`, `wait_idle` let the supervisor drain it).
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ from .events import (
     StateChanged,
 )
 from .generation import EVENT_BACKLOG, Generation, Links
+from .handover import Load, Starting, StartOutcome, start_outcome
 from .policy import Phase
 from .process import WorkerSpec
 from .stats import CallStats
@@ -71,6 +77,10 @@ log = logging.getLogger(__name__)
 __all__ = ["EVENT_BACKLOG", "Hooks", "LogLine", "WorkerActor"]
 
 STARTUP_ESTIMATE_S = 1.0  # until a start has been measured
+
+
+class _HandedOver(Exception):
+    """The call waited for this actor's worker, and a successor took over meanwhile."""
 
 
 @dataclass
@@ -114,6 +124,11 @@ class WorkerActor:
         self._gen: Generation | None = None
         self._generations = 0
         self._calls_open = 0
+        self._streams_open = 0
+        self._streams_started = 0
+        self._calls_moved = 0
+        self._settled = trio.Event()  # set whenever a call or a stream ends
+        self._successor: WorkerActor | None = None
         self._startup_s = STARTUP_ESTIMATE_S
         # unbounded, as every producer is: operators, one exit and one handshake per process,
         # timers, health checks per interval, ERROR records within log_records_per_s
@@ -199,6 +214,48 @@ class WorkerActor:
             await self._changed.wait()
         return self.state.phase
 
+    # --- hand over ------------------------------------------------------------------------
+
+    async def started(self) -> StartOutcome:
+        """Wait until the first worker passed its handshake or failed to (handover.py); the
+        caller bounds the wait."""
+        while isinstance(outcome := start_outcome(self.state, self.evidence()), Starting):
+            await self._changed.wait()
+        return outcome
+
+    def hand_to(self, successor: WorkerActor) -> None:
+        """From now on every call not yet delivered to this actor's worker is `successor`'s."""
+        self._successor = successor
+        self._changed.set()  # calls waiting for a worker go to the successor now
+        self._changed = trio.Event()
+
+    @property
+    def successor(self) -> WorkerActor | None:
+        return self._successor
+
+    def load(self) -> Load:
+        return Load(self._calls_open, self._streams_open, self._streams_started, self._calls_moved)
+
+    async def wait_idle(self) -> None:
+        """Until no call is open and every stream it handed out is closed; the caller bounds
+        the wait."""
+        while self._calls_open or self._streams_open:
+            await self._settled.wait()
+
+    def _settle(self) -> None:
+        self._settled.set()
+        self._settled = trio.Event()
+
+    def _track(self, stream: StreamReply) -> None:
+        self._streams_open += 1
+        self._streams_started += 1
+
+        def closed() -> None:
+            self._streams_open -= 1
+            self._settle()
+
+        stream.when_closed(closed)
+
     # --- calls ----------------------------------------------------------------------------
 
     async def call(
@@ -213,9 +270,15 @@ class WorkerActor:
         """Run a handler in the worker for one property, riding out starts and restarts.
 
         `idempotent` (a listener's GET route) or the manifest's `idempotent` list allows one
-        retry on the next worker when the worker dies with the call in flight."""
-        idempotent = idempotent or self.manifest.is_idempotent(handler)
+        retry on the next worker when the worker dies with the call in flight. Once handed
+        over, the successor runs it."""
         timeout = self.config.call_timeout_s if deadline_s is None else deadline_s
+        successor = self._successor
+        if successor is not None:
+            return await successor.call(
+                handler, property_id, params, timeout, idempotent=idempotent
+            )
+        retry = idempotent or self.manifest.is_idempotent(handler)
         started = trio.current_time()
         if self._calls_open >= self.config.max_in_flight:
             message = f"plugin {self.key!r} has {self._calls_open} calls in flight"
@@ -223,7 +286,11 @@ class WorkerActor:
             raise Busy(message, {"max_in_flight": self.config.max_in_flight})
         self._calls_open += 1
         try:
-            result = await self._call(handler, property_id, params, started + timeout, idempotent)
+            result = await self._call(handler, property_id, params, started + timeout, retry)
+            if isinstance(result, StreamReply):
+                self._track(result)
+        except _HandedOver:
+            result = None
         except PentarunError as exc:
             # a plugin's own 4xx answer (not found, bad request) is a correct answer
             answered = isinstance(exc, RemoteError) and exc.http_status < 500
@@ -231,6 +298,14 @@ class WorkerActor:
             raise
         finally:
             self._calls_open -= 1
+            self._settle()
+        if result is None:  # it waited for this worker; the successor runs it instead
+            self._calls_moved += 1
+            assert self._successor is not None
+            left = max(0.001, started + timeout - trio.current_time())
+            return await self._successor.call(
+                handler, property_id, params, left, idempotent=idempotent
+            )
         self.stats.record(trio.current_time(), trio.current_time() - started, ok=True)
         return result
 
@@ -264,6 +339,8 @@ class WorkerActor:
     async def _ready_generation(self, deadline: float) -> Generation:
         """The running generation, waiting for one while it can be ready before `deadline`."""
         while True:
+            if self._successor is not None:
+                raise _HandedOver
             now = trio.current_time()
             s = self.state
             decision = mailbox.admit(s.phase, s.next_retry_at, now, deadline, self._startup_s)
@@ -316,10 +393,12 @@ class WorkerActor:
         if self._gen is not None:
             self._gen.send(ConfigUpdate(config))
 
-    def refresh_token(self) -> None:
+    def refresh_token(self, *, revoke: bool = True) -> None:
         """Its property assignments changed: revoke every token it holds (an old one still
-        names a property it lost) and send it a new one."""
-        self.hooks.revoke_tokens()
+        names a property it lost) and send it a new one. `revoke` False: the plugin's tokens
+        were just revoked for another of its actors (a hand over); only send the new one."""
+        if revoke:
+            self.hooks.revoke_tokens()
         if self._gen is not None:
             self._gen.send(self._token_refresh())
 

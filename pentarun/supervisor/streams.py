@@ -13,6 +13,8 @@ class StreamReply:
     """A streamed answer: `start` has status and headers; iterate `chunks()`; `close()` ends it.
 
     Each chunk taken grants the worker credit for one more, so a slow client slows the worker.
+    Callbacks given to `when_closed` run once, when the consumer closes it (every consumer
+    does, in a `finally`): the actor counts its open streams with them (a drain waits for them).
     """
 
     def __init__(
@@ -25,6 +27,10 @@ class StreamReply:
         self._chunks = chunks
         self._send = send
         self._closed = False
+        self._on_close: list[Callable[[], None]] = []
+
+    def when_closed(self, callback: Callable[[], None]) -> None:
+        self._on_close.append(callback)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         async for item in self._chunks:
@@ -40,3 +46,6 @@ class StreamReply:
             self._closed = True
             self._send(Cancel(self.start.id))
         self._chunks.close()
+        callbacks, self._on_close = self._on_close, []
+        for callback in callbacks:
+            callback()

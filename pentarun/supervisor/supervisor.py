@@ -1,4 +1,4 @@
-"""The supervisor: one actor per plugin, each in its own task, wired to store and tokens.
+"""The supervisor: one routed actor per plugin, each in its own task, wired to store and tokens.
 
 Each actor runs under the supervisor's nursery; an actor's failure is contained to its own
 plugin (logged and quarantined as `internal_error`), never propagated to other plugins or the
@@ -6,12 +6,25 @@ gateway; starting the plugin again (`replace`) gives it a new actor. What actors
 (typed events, see events.py) is stored here — lifecycle events, health checks, audit rows —
 and then handed to the observers (the install service, which is the one writer of a plugin's
 state).
+
+Hand over (handover.py), for upgrades and live reloads: `succeed(spec, manifest)` starts the
+new version's actor beside the routed one and waits (bounded) for its first worker's
+handshake — a `Succession`, or `StartFailed` with nothing left behind; `promote(succession)`
+routes every new call to it and drains the old actor in the background (its calls and
+streams get `drain_timeout_s`, then it stops gracefully; `Succession.drained()` reports);
+`abandon(succession)` stops a successor that is not wanted after all. Only the routed actor's
+events reach the observers and the plugin's health and lifecycle records: a successor's or a
+draining actor's are stored as `handover` events (a failing successor must never quarantine
+the plugin its predecessor still serves); its promotion is the routed state change observers
+hear (`state_changed`, "<version> took over from <version>"). The egress socket of a key is
+shared by its actors: it closes when the last actor that needs it is gone.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,7 +44,7 @@ from ..security.tokens import PluginTokens
 from ..store import records
 from ..store.db import Database
 from .actor import Hooks, WorkerActor
-from .directory import Directory
+from .directory import Directory, Role
 from .events import (
     ActorEvent,
     CallRefused,
@@ -42,12 +55,14 @@ from .events import (
     Spawned,
     StateChanged,
 )
+from .handover import DrainReport, Load, Started, StartFailed, Starting, drain_report
 from .policy import Phase
 from .process import WorkerSpec
 
 log = logging.getLogger(__name__)
 
 TERMINAL = (Phase.IDLE, Phase.STOPPED, Phase.QUARANTINED)
+START_MARGIN_S = 5.0  # beyond startup_timeout_s, a successor's start is given up on regardless
 
 
 class EgressPort(Protocol):
@@ -78,6 +93,27 @@ class _Reporting:
         self._status.started(self._scope)
 
 
+class Succession:
+    """A hand over under way: `successor` started beside `predecessor` (the routed actor when
+    it began, or None). After `promote`, `drained()` waits for the old actor's drain."""
+
+    def __init__(self, successor: WorkerActor, predecessor: WorkerActor | None) -> None:
+        self.successor = successor
+        self.predecessor = predecessor
+        self.report: DrainReport | None = None
+        self.done = trio.Event()
+
+    async def drained(self) -> DrainReport:
+        """The drain's report once the old actor is gone (the caller bounds the wait)."""
+        await self.done.wait()
+        assert self.report is not None
+        return self.report
+
+    def _finish(self, report: DrainReport) -> None:
+        self.report = report
+        self.done.set()
+
+
 class Supervisor:
     def __init__(
         self,
@@ -104,7 +140,7 @@ class Supervisor:
         self.core = core
         self.directory = directory if directory is not None else Directory()
         self.observers = observers if observers is not None else Observers()
-        self._scopes: dict[str, trio.CancelScope] = {}
+        self._scopes: dict[WorkerActor, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -116,6 +152,9 @@ class Supervisor:
     async def add(self, spec: WorkerSpec, manifest: Manifest) -> WorkerActor:
         """Create the plugin's actor (not yet started); its scopes, events, hooks and health
         check come from its manifest."""
+        return await self._create(spec, manifest, Role.ROUTED)
+
+    async def _create(self, spec: WorkerSpec, manifest: Manifest, role: Role) -> WorkerActor:
         assert self._nursery is not None, "supervisor is not running"
         hooks = self._hooks(spec.key, list(manifest.scopes))
         hooks.check_tree = self._tree_check(spec.key)
@@ -127,8 +166,12 @@ class Supervisor:
                 socket = str(self.egress.socket_path(spec.key))
                 hooks.extra_binds = (Bind(socket, SANDBOX_EGRESS_SOCKET),)
         actor = WorkerActor(spec, self.config, hooks, manifest, self.sandbox)
-        self.directory.add(actor)
-        self._scopes[spec.key] = await self._nursery.start(self._run_actor, actor)
+        hooks.emit = partial(self._record_of, actor)
+        if role is Role.SUCCESSOR:
+            self.directory.add_successor(actor)
+        else:
+            self.directory.add(actor)
+        self._scopes[actor] = await self._nursery.start(self._run_actor, actor)
         return actor
 
     async def replace(self, spec: WorkerSpec, manifest: Manifest) -> WorkerActor:
@@ -145,17 +188,122 @@ class Supervisor:
         return await self.add(spec, manifest)
 
     async def remove(self, key: str, reason: str = "plugin replaced") -> None:
-        """Stop the plugin's worker gracefully and drop its actor."""
-        actor = self.directory.get(key)
-        if actor is None:
+        """Stop the plugin's workers gracefully and drop their actors (a successor starting
+        and actors draining too)."""
+        actors = self.directory.actors_of(key)
+        if not actors:
             return
+        async with trio.open_nursery() as nursery:
+            for actor in actors:
+                nursery.start_soon(self._retire, actor, reason)
+
+    async def _retire(self, actor: WorkerActor, reason: str, *, graceful: bool = True) -> None:
+        """Stop `actor` (gracefully, bounded; else its worker is killed at once), end its task,
+        forget it, and close the plugin's egress socket unless another of its actors still
+        needs it. Idempotent."""
         actor.stop(reason)
+        if not graceful:
+            actor.kill()
         with trio.move_on_after(self.config.stop_timeout_s * 2 + 1):
             await actor.wait_for(*TERMINAL)
-        self._scopes.pop(key).cancel()
-        self.directory.remove(key)
-        if self.egress is not None:
+        scope = self._scopes.pop(actor, None)
+        if scope is not None:
+            scope.cancel()
+        self.directory.drop(actor)
+        await self._egress_follows(actor.key)
+
+    async def _egress_follows(self, key: str) -> None:
+        """The key's egress proxy serves the routed actor's manifest while any actor of the key
+        needs it, and closes when none does."""
+        if self.egress is None:
+            return
+        left = [a for a in self.directory.actors_of(key) if "proxy:egress" in a.manifest.scopes]
+        if not left:
             await self.egress.close(key)
+        else:
+            await self.egress.open(key, left[0].manifest)
+
+    # --- hand over (handover.py) -----------------------------------------------------------
+
+    async def succeed(self, spec: WorkerSpec, manifest: Manifest) -> Succession | StartFailed:
+        """Start `spec` beside the plugin's routed actor and wait for its first worker's
+        handshake, at most `startup_timeout_s` (+ a margin). Started: a Succession (not yet
+        routed: `promote` or `abandon` it). Failed: StartFailed, the successor gone."""
+        predecessor = self.directory.get(spec.key)
+        successor = await self._create(spec, manifest, Role.SUCCESSOR)
+        outcome: Started | StartFailed = StartFailed(
+            f"no handshake within {self.config.startup_timeout_s + START_MARGIN_S:g} s"
+        )
+        try:
+            successor.start()
+            with trio.move_on_after(self.config.startup_timeout_s + START_MARGIN_S):
+                started = await successor.started()
+                assert not isinstance(started, Starting)
+                outcome = started
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._retire(successor, "hand over cancelled", graceful=False)
+            raise
+        if isinstance(outcome, StartFailed):
+            await self._retire(successor, f"did not start: {outcome.reason}", graceful=False)
+            if not outcome.evidence.last_exit:
+                outcome = StartFailed(outcome.reason, successor.evidence())
+            return outcome
+        return Succession(successor, predecessor)
+
+    def promote(self, succession: Succession, reason: str = "handed over") -> None:
+        """Every new call and stream goes to the successor from now on; the actor it replaces
+        drains in the background and stops (`succession.drained()` reports)."""
+        assert self._nursery is not None, "supervisor is not running"
+        successor = succession.successor
+        previous = self.directory.promote(successor)
+        # the plugin's worker is now this one: its state is the plugin's, observers hear it
+        took_over = f" from {previous.manifest.version}" if previous is not None else ""
+        self._record(
+            StateChanged(
+                successor.key,
+                successor.phase.value,
+                f"{successor.manifest.version} took over{took_over}",
+                restarts=successor.state.restarts,
+            )
+        )
+        if previous is None:
+            succession._finish(DrainReport())
+            return
+        at_handover = previous.load()
+        previous.hand_to(successor)
+        self._nursery.start_soon(self._drain, previous, at_handover, succession, reason)
+
+    async def abandon(self, succession: Succession, reason: str) -> None:
+        """Stop a successor that was not promoted; the routed actor serves on."""
+        with trio.CancelScope(shield=True):
+            await self._retire(succession.successor, reason)
+
+    async def _drain(
+        self, actor: WorkerActor, at_handover: Load, succession: Succession, reason: str
+    ) -> None:
+        """Let `actor`'s calls and streams finish (at most `drain_timeout_s`), then retire it;
+        the report is given when it is gone (or when the drain is cancelled)."""
+        began = trio.current_time()
+        at_end: Load | None = None
+        waited, timed_out = 0.0, True  # a drain cancelled before its end counts as cut
+        try:
+            with trio.move_on_after(self.config.drain_timeout_s):
+                await actor.wait_idle()
+                timed_out = False
+            waited, at_end = trio.current_time() - began, actor.load()
+            if timed_out:
+                log.warning(
+                    "plugin %s: the drain timed out with %d calls and %d streams open",
+                    actor.key,
+                    at_end.calls,
+                    at_end.streams,
+                )
+            await self._retire(actor, reason)
+        finally:
+            if at_end is None:
+                waited, at_end = trio.current_time() - began, actor.load()
+            succession._finish(drain_report(at_handover, at_end, waited, timed_out))
 
     async def _run_actor(
         self,
@@ -171,12 +319,14 @@ class Supervisor:
                 actor.fail(f"internal actor error: {leaf(exc)}")
 
     async def stop_all(self, grace_s: float, reason: str = "server shutting down") -> None:
-        """Graceful stop of every worker, bounded by `grace_s`; the caller cancels the rest."""
-        for actor in self.directory:
+        """Graceful stop of every worker (successors and draining ones too), bounded by
+        `grace_s`; the caller cancels the rest."""
+        actors = self.directory.everyone()
+        for actor in actors:
             actor.stop(reason)
         with trio.move_on_after(grace_s):
             async with trio.open_nursery() as nursery:
-                for actor in self.directory:
+                for actor in actors:
                     nursery.start_soon(actor.wait_for, *TERMINAL)
 
     def _tree_check(self, key: str) -> Callable[[Path], Awaitable[str]] | None:
@@ -211,8 +361,63 @@ class Supervisor:
             config=lambda: records.get_config(db, key),
         )
 
+    def _record_of(self, actor: WorkerActor, event: ActorEvent) -> None:
+        """What `actor` reported: the routed actor's is the plugin's own; any other's is kept
+        aside (a `handover` event) and told to no observer."""
+        role = self.directory.role(actor)
+        if role is Role.ROUTED:
+            self._record(event)
+            return
+        what = role.value if role is not None else "retired"
+        version = actor.manifest.version
+        aside: dict[str, Any] = {"role": what, "version": version}
+        db, key = self.db, event.key
+        match event:
+            case StateChanged():
+                records.record_event(
+                    db,
+                    key,
+                    "handover",
+                    state=event.state,
+                    reason=f"{what} {version}: {event.reason}",
+                    next_retry_at=event.next_retry_at,
+                    detail={**aside, "restarts": event.restarts},
+                )
+            case Spawned():
+                records.record_event(
+                    db,
+                    key,
+                    "handover",
+                    reason=f"{what} {version}: spawned pid {event.pid}",
+                    detail={**aside, "pid": event.pid, "generation": event.generation},
+                )
+            case Quarantined():
+                records.record_event(
+                    db,
+                    key,
+                    "handover",
+                    state=Phase.QUARANTINED.value,
+                    reason=f"{what} {version}: {event.rule}: {event.reason}",
+                    detail={
+                        **aside,
+                        "rule": event.rule,
+                        "evidence": msgspec.to_builtins(event.evidence),
+                    },
+                )
+            case HealthChecked():
+                pass  # the plugin's health is its routed worker's
+            case _:
+                self._store(event)
+
     def _record(self, event: ActorEvent) -> None:
-        """Store what an actor reported, then tell the observers."""
+        """Store what the routed actor reported, then tell the observers."""
+        self._store(event)
+        try:
+            self.observers(event)
+        except Exception:
+            log.exception("an observer of plugin %s failed on %s", event.key, type(event).__name__)
+
+    def _store(self, event: ActorEvent) -> None:
         db, key = self.db, event.key
         match event:
             case HealthChecked(result=result):
@@ -257,7 +462,3 @@ class Supervisor:
                     property_id=event.property,
                     detail={"name": event.name, "code": event.code, "message": event.message},
                 )
-        try:
-            self.observers(event)
-        except Exception:
-            log.exception("an observer of plugin %s failed on %s", key, type(event).__name__)
