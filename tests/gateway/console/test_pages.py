@@ -445,3 +445,17 @@ async def test_every_field_is_labelled_every_button_named_every_header_scoped(tm
                 assert field.get("id") in controls.labels or field.get("aria-label"), (path, field)
             assert all(controls.buttons), (path, controls.buttons)
             assert all(cell.get("scope") in ("col", "row") for cell in controls.header_cells), path
+
+
+async def test_a_degraded_dependent_shows_why_and_its_dependencies(tmp_path):
+    async with console(tmp_path) as (client, auth, services):
+        await setup(client, auth, services)  # demo, VERIFIED
+        await plugin_on_record(
+            services, "ENABLED", key="cam", name="Cam", dependencies={"demo": ">=1"}
+        )
+        await sign_in(client, bearer_token(auth))
+        row = await html(client, "/plugins/cam/part/row")
+        assert "DEGRADED" in row and "demo is VERIFIED" in row
+        overview = await html(client, "/plugins/cam/part/overview")
+        assert "Depends on" in overview and 'href="/plugins/demo"' in overview
+        assert "dependency demo is VERIFIED" in overview
