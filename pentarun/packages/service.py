@@ -61,6 +61,7 @@ from .dependencies import Dependencies
 from .devloop import is_dev_build
 from .driver import Driver, job_of, shown_install
 from .gates import run_gates
+from .install_views import describe_installs
 from .installer import Layout
 from .integrity import Integrity, record_failure
 from .lifecycle import Lifecycle
@@ -83,7 +84,6 @@ from .workers import PluginPorts, Workers
 
 log = logging.getLogger(__name__)
 
-TERMINAL = {Stage.REJECTED}
 FROM_SOURCE = "running from source"
 SETTLED_STAGES = {"VERIFIED", "ENABLED", "DISABLED", "REJECTED", "QUARANTINED"}
 
@@ -153,16 +153,7 @@ class Installs:
         """Install details for the plugin detail route; `egress_grants` are the operator's
         grants to the plugin (for the security rating of each install shown)."""
         rows = records.installs_of(self.db, key)
-        if not rows:
-            return {}
-        active = next((r for r in rows if r.active), None)
-        latest = rows[-1]
-        out: dict[str, Any] = {"install": self._install_view(active or latest, egress_grants)}
-        if active is not None and latest is not active and job_of(latest).stage not in TERMINAL:
-            out["upgrade"] = self._install_view(latest, egress_grants)
-        elif active is not None and latest is not active:
-            out["last_upgrade"] = self._install_view(latest, egress_grants)
-        return out
+        return describe_installs(rows, self.config, lambda row: self.rating(row, egress_grants))
 
     @property
     def sandbox_on(self) -> bool:
@@ -188,30 +179,6 @@ class Installs:
                 if not job.running and job.stage is not Stage.UPLOADED:
                     return rows[-1]
             await self.driver.changed()
-
-    def _install_view(
-        self, row: records.InstallRow, egress_grants: Sequence[str] = ()
-    ) -> dict[str, Any]:
-        """One install; `security_rating` (what this version would hold) sits beside
-        `pending_approval`, never in it: the approval digest covers what the package asks,
-        while the rating moves with the server's sandbox setting and the operator's grants."""
-        job = job_of(row)
-        pending = row.approval if job.stage is Stage.DEPENDENCIES_PENDING else None
-        return {
-            "id": row.id,
-            "version": row.version,
-            "state": job.stage.value,
-            "reason": job.reason,
-            "step": job.running or None,
-            "active": row.active,
-            "dev_build": is_dev_build(row.version),
-            "pending_approval": None if pending is None else msgspec.to_builtins(pending),
-            "security_rating": msgspec.to_builtins(self.rating(row, egress_grants)),
-            "probation": _probation_view(job, self.config),
-            "last_run_id": row.last_run_id,
-            "created_at": row.created_at,
-            "updated_at": row.updated_at,
-        }
 
     def _rows(self, key: str) -> list[records.InstallRow]:
         rows = records.installs_of(self.db, key)
@@ -637,17 +604,6 @@ class Installs:
         c = self.config.supervisor
         at = time.time() + c.probation_s if event.probation and c.probation_attempts > 0 else None
         await self.driver.drive_logged(shown_install(rows).id, Quarantine(reason, probation_at=at))
-
-
-def _probation_view(job: Job, config: Config) -> dict[str, Any] | None:
-    if job.probation_due_at is None and not job.on_probation:
-        return None
-    return {
-        "next_attempt_at": job.probation_due_at,
-        "attempts_made": job.probation_attempts,
-        "attempts_allowed": config.supervisor.probation_attempts,
-        "running": job.on_probation,
-    }
 
 
 def _write_file(path: Path, data: bytes) -> None:
