@@ -151,6 +151,11 @@ class Catalog:
         if entry is None or self.directory is None:
             what = f"{key} {version}".strip()
             raise NotFound(f"the catalog has no {what}", {"plugin": key, "version": version})
-        path = self.directory / entry.file
-        data = await trio.to_thread.run_sync(path.read_bytes)
+        data = await trio.to_thread.run_sync(self._read, self.directory / entry.file)
         return entry, data
+
+    def _read(self, path: Path) -> bytes:
+        """The zip, read only if it still fits the package limit (it may have been replaced
+        since the scan); a larger one is refused by the upload as any oversized package."""
+        with path.open("rb") as handle:
+            return handle.read(self.max_package_bytes + 1)

@@ -112,16 +112,19 @@ class Dependencies:
         the change is in the store: a short settle, then every change seen so far at once."""
         self.db.observers.append(self.observe)
         task_status.started()
-        async for first in self._changed:
-            await trio.sleep(SETTLE_S)
-            changed = {first}
-            while True:
-                try:
-                    changed.add(self._changed.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            await self.db.flush()
-            self.rejudge(changed)
+        try:
+            async for first in self._changed:
+                await trio.sleep(SETTLE_S)
+                changed = {first}
+                while True:
+                    try:
+                        changed.add(self._changed.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                await self.db.flush()
+                self.rejudge(changed)
+        finally:
+            self.db.observers.remove(self.observe)
 
     def _rows(self, keys: Iterable[str] | None = None) -> dict[str, records.PluginRow]:
         """The plugins' records by key: these `keys` (those found), or all of them."""
