@@ -1,6 +1,6 @@
 """Landlock inside the sandbox: the last step before a plugin's code runs (SPEC §6).
 
-    python confine.py '{"read": [...], "write": [...], "devices": [...], "ports": [3128]}' \
+    python -I -S confine.py '{"read": [...], "write": [...], "devices": [...], "ports": [3128]}' \
         SCRIPT [ARGS...]
 
 restricts this process (and all it will start) to reading and executing beneath `read`,
@@ -36,6 +36,7 @@ REMOVE_DIR, REMOVE_FILE, MAKE_CHAR, MAKE_DIR = 1 << 4, 1 << 5, 1 << 6, 1 << 7
 MAKE_REG, MAKE_SOCK, MAKE_FIFO, MAKE_BLOCK = 1 << 8, 1 << 9, 1 << 10, 1 << 11
 MAKE_SYM, REFER, TRUNCATE, IOCTL_DEV = 1 << 12, 1 << 13, 1 << 14, 1 << 15
 BIND_TCP, CONNECT_TCP = 1 << 0, 1 << 1
+NET_ABI = 4  # the first ABI with TCP rules
 SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1
 
 FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV  # all a file may get
@@ -160,8 +161,26 @@ def main(argv: list[str]) -> None:
         sys.exit(EXIT_UNCONFINED)
     script = argv[2]
     sys.argv = argv[2:]
-    sys.path[0] = os.path.dirname(os.path.abspath(script))
+    _restore_startup(os.path.dirname(os.path.abspath(script)))
     runpy.run_path(script, run_name="__main__")
+
+
+def _restore_startup(script_dir: str) -> None:
+    """What `python -I -S` left out, now that Landlock is on: the script's directory and
+    PYTHONPATH first, then site-packages (.pth files, sitecustomize), and the environment's
+    PYTHONDONTWRITEBYTECODE and PYTHONUNBUFFERED."""
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.path[0:0] = [script_dir, *extra]
+    import site  # noqa: PLC0415 - only after Landlock: .pth files and sitecustomize run here
+
+    site.main()
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        sys.dont_write_bytecode = True
+    if os.environ.get("PYTHONUNBUFFERED"):
+        for stream in (sys.stdout, sys.stderr):
+            reconfigure = getattr(stream, "reconfigure", None)
+            if reconfigure is not None:
+                reconfigure(write_through=True)
 
 
 if __name__ == "__main__":

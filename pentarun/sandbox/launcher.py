@@ -258,7 +258,9 @@ class Sandbox:
         argv = [os.path.normpath(argv[0]), *argv[1:]]
         if self.landlock:
             rules = landlock_rules(profile, (SANDBOX_EGRESS_PORT,))
-            argv = [argv[0], CONFINE, msgspec.json.encode(rules).decode(), *argv[1:]]
+            # -I -S: nothing but the standard library runs before Landlock is on (no
+            # PYTHONPATH, no site-packages, no sitecustomize); confine.py adds them after
+            argv = [argv[0], "-I", "-S", CONFINE, msgspec.json.encode(rules).decode(), *argv[1:]]
         command = bwrap.command(profile, argv, seccomp_fd=program, cgroup_procs=group.procs_files)
         limit = settings.sandbox_data_mb * 2**20
         return Launch(command, (program,), group, data, limit, [program])
@@ -287,7 +289,7 @@ def escape_probes(
         "server_pid": os.getpid(),
         "port": port,
         "max_processes": resources.max_processes,
-        "landlock": sandbox.landlock > 0,
+        "landlock": sandbox.landlock >= confine.NET_ABI,  # TCP rules came with ABI 4
     }
     argv = [sys.executable, PROBES, msgspec.json.encode(args).decode()]
     done = sandbox.prepare(f"{RESERVED}probes-{key}", tree, resources, argv).run(60)

@@ -49,7 +49,7 @@ def test_a_confined_script_reaches_only_what_its_rules_name(tmp_path):
     }
     args = [str(secret / "token"), str(code / "new"), str(work / "new"), str(other), str(allowed)]
     done = subprocess.run(
-        [sys.executable, CONFINE, json.dumps(rules), str(code / "main.py"), *args],
+        [sys.executable, "-I", "-S", CONFINE, json.dumps(rules), str(code / "main.py"), *args],
         capture_output=True,
         timeout=30,
         check=False,
@@ -70,7 +70,7 @@ def test_where_landlock_cannot_be_applied_nothing_runs(tmp_path):
     (tmp_path / "main.py").write_text("print('ran')")
     rules = {"read": ["/nonexistent-but-fine"], "write": [], "devices": [], "ports": [70000]}
     done = subprocess.run(
-        [sys.executable, CONFINE, json.dumps(rules), str(tmp_path / "main.py")],
+        [sys.executable, "-I", "-S", CONFINE, json.dumps(rules), str(tmp_path / "main.py")],
         capture_output=True,
         timeout=30,
         check=False,
@@ -83,3 +83,39 @@ def test_handled_rights_grow_with_the_abi():
     assert confine.handled_fs(1) == (1 << 13) - 1
     assert confine.handled_fs(3) & confine.TRUNCATE and not confine.handled_fs(2) & confine.TRUNCATE
     assert confine.handled_fs(5) & confine.IOCTL_DEV
+
+
+def test_nothing_of_the_plugins_runs_before_landlock(tmp_path):
+    # a requirement in site/ (on PYTHONPATH) that ships sitecustomize.py: it runs, but confined
+    site, work, secret = tmp_path / "site", tmp_path / "work", tmp_path / "secret"
+    code = tmp_path / "code"
+    for d in (site, work, secret, code):
+        d.mkdir()
+    (secret / "token").write_text("s3cret")
+    (site / "sitecustomize.py").write_text(
+        "import pathlib\n"
+        "try:\n"
+        f"    seen = pathlib.Path({str(secret / 'token')!r}).read_text()\n"
+        "except OSError as exc:\n"
+        "    seen = exc.strerror\n"
+        f"pathlib.Path({str(work / 'seen')!r}).write_text(seen)\n"
+    )
+    (code / "main.py").write_text("import sys; print(sys.path[0], sys.path[1])")
+    host = host_paths(root=False, uid_base=100_000)
+    rules = {
+        "read": [*host.system, *host.python, str(site), str(code), "/proc"],
+        "write": [str(work)],
+        "devices": ["/dev"],
+        "ports": [],
+    }
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", CONFINE, json.dumps(rules), str(code / "main.py")],
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        timeout=30,
+        check=False,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (work / "seen").read_text() == "Permission denied"  # it ran after Landlock
+    assert done.stdout.split() == [str(code), str(site)]  # the script's dir, then PYTHONPATH
