@@ -374,12 +374,30 @@ class Installs:
             actor.quarantine(reason)  # stops the worker, records its evidence
         self.supervisor.tokens.revoke(key)
         if rows:
-            await self.driver.drive(shown_install(rows).id, Quarantine(reason))
+            await self._quarantine_shown(key, reason)
         else:
             await self._source_quarantined(key, reason)
         records.audit(
             self.db, operator, "plugin.quarantined", plugin=key, detail={"reason": reason}
         )
+
+    async def _quarantine_shown(self, key: str, reason: str) -> None:
+        """Quarantine the install the plugin shows; if an upgrade's hand over made another one
+        active while this waited for the plugin's lock, quarantine that one too."""
+        done: set[str] = set()
+        for _ in range(3):
+            shown = shown_install(records.installs_of(self.db, key))
+            if shown.id in done:
+                return
+            if not done:
+                await self.driver.drive(shown.id, Quarantine(reason))  # 409s reach the caller
+            else:
+                with contextlib.suppress(Conflict):  # the one that took over, if it can be
+                    await self.driver.drive(shown.id, Quarantine(reason))
+            done.add(shown.id)
+            actor = self.supervisor.directory.get(key)
+            if actor is not None and actor.phase is not Phase.QUARANTINED:
+                actor.quarantine(reason)  # the worker that took over
 
     async def release(self, key: str, operator: str) -> None:
         rows = records.installs_of(self.db, key)
