@@ -88,7 +88,9 @@ class Hooks:
     """What the actor needs from the rest of the runtime (no import of the gateway or store)."""
 
     issue_token: Callable[[list[str]], tuple[str, float]]
-    revoke_tokens: Callable[[], None]
+    # revoke the plugin's tokens on behalf of this actor: only the routed actor's revocation
+    # counts (a failing successor or a draining predecessor must not cut the serving one off)
+    revoke_tokens: Callable[[WorkerActor], None]
     properties: Callable[[], list[str]]
     handle_core_call: Callable[[CoreCall], Awaitable[Any]]
     emit: Callable[[ActorEvent], None]
@@ -398,7 +400,7 @@ class WorkerActor:
         names a property it lost) and send it a new one. `revoke` False: the plugin's tokens
         were just revoked for another of its actors (a hand over); only send the new one."""
         if revoke:
-            self.hooks.revoke_tokens()
+            self.hooks.revoke_tokens(self)
         if self._gen is not None:
             self._gen.send(self._token_refresh())
 
@@ -466,7 +468,7 @@ class WorkerActor:
                 self._enter_quarantine(rule, reason, probation)
 
     def _enter_quarantine(self, rule: str, reason: str, probation: bool = False) -> None:
-        self.hooks.revoke_tokens()
+        self.hooks.revoke_tokens(self)
         if self._gen is not None:
             self._gen.fail_pending(WorkerUnavailable(f"plugin {self.key!r} quarantined"))
         self._emit(Quarantined(self.key, rule, reason, self.evidence(), probation))

@@ -343,6 +343,13 @@ class Supervisor:
 
         return check_tree
 
+    def _revoker(self, key: str) -> Callable[[WorkerActor], None]:
+        def revoke(actor: WorkerActor) -> None:
+            if self.directory.role(actor) is Role.ROUTED:  # the one serving the plugin
+                self.tokens.revoke(key)
+
+        return revoke
+
     def _hooks(self, key: str, scopes: list[str]) -> Hooks:
         db, tokens, ttl = self.db, self.tokens, self.config.token_ttl_s
 
@@ -354,7 +361,7 @@ class Supervisor:
 
         return Hooks(
             issue_token=issue_token,
-            revoke_tokens=lambda: tokens.revoke(key),
+            revoke_tokens=self._revoker(key),
             properties=lambda: records.assigned_properties(db, key),
             handle_core_call=handle_core_call,
             emit=self._record,
