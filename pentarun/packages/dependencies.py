@@ -22,7 +22,6 @@ Rules (decided; see README "Plugins that build on plugins"):
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
@@ -106,6 +105,7 @@ class Dependencies:
         self.db = db
         self._degraded: dict[str, str] = {}  # dependent -> the reason last recorded
         self._send, self._changed = trio.open_memory_channel[str](CHANGES_BUFFER)
+        self._overflowed = False  # more changes than the buffer: re-judge everyone next
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Re-judge dependents after their dependencies changed (what `observe` saw), once
@@ -122,6 +122,9 @@ class Dependencies:
                     except trio.WouldBlock:
                         break
                 await self.db.flush()
+                if self._overflowed:
+                    self._overflowed = False
+                    changed |= set(self._rows())
                 self.rejudge(changed)
         finally:
             self.db.observers.remove(self.observe)
@@ -165,8 +168,10 @@ class Dependencies:
         """Database observer: a plugin's record may have changed (its pipeline state, an
         uninstall, a start from source)."""
         if kind == "event" and fields.get("type") in PLUGIN_CHANGES:
-            with contextlib.suppress(trio.WouldBlock):  # full: a re-judging is due anyway
+            try:
                 self._send.send_nowait(str(fields.get("plugin", "")))
+            except trio.WouldBlock:  # a burst: the next round re-judges every plugin
+                self._overflowed = True
 
     def rejudge(self, changed: Iterable[str]) -> None:
         """Record on each dependent's timeline when it became DEGRADED or recovered."""

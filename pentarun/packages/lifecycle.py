@@ -56,6 +56,14 @@ class Lifecycle:
             raise ValueError(f"unknown lifecycle notification {name!r}")
         detail = detail or {}
         records.record_event(self.db, key, f"lifecycle_{name}", reason=property_id, detail=detail)
+        if name in ("deactivated", "revoked"):  # a kept activation is no longer true
+            undone = {property_id} if name == "deactivated" else None  # revoked: every one
+            kept = self._kept.get(key, [])
+            kept[:] = [
+                k
+                for k in kept
+                if k[0] != "activated" or (undone is not None and k[1] not in undone)
+            ]
         if self._deliver(key, name, property_id, detail, version):
             return
         if name in KEPT_FOR_NEXT_START:

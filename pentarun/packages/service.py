@@ -349,14 +349,19 @@ class Installs:
 
     async def disable(self, key: str, properties: list[str], operator: str) -> None:
         row = shown_install(self._rows(key))
-        for pid in properties or records.assigned_properties(self.db, key):
-            self.lifecycle.notify(key, "deactivated", property_id=pid)
+        leaving = properties or records.assigned_properties(self.db, key)
+
+        async def tell() -> None:  # once the pipeline took it, before its worker stops
+            for pid in leaving:
+                self.lifecycle.notify(key, "deactivated", property_id=pid)
+
         if properties:
+            await tell()
             for pid in properties:
                 await records.unassign_property(self.db, key, pid)
             self.workers.refresh_token(key)
         else:
-            await self.driver.drive(row.id, Disable())
+            await self.driver.drive(row.id, Disable(), accepted=tell)  # a 409 tells nothing
             self.supervisor.tokens.revoke(key)
         records.audit(
             self.db, operator, "plugin.disabled", plugin=key, detail={"properties": properties}
