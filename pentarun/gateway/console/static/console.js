@@ -205,8 +205,12 @@
   }
 
   // ---- forms as JSON ------------------------------------------------------------------
+  // names that would reach an object's prototype: never taken from a wizard's message
+  const UNSAFE_KEYS = new Set(["__proto__", "constructor", "prototype"]);
+
   function setPath(object, path, value) {
     const parts = path.split(".");
+    if (parts.some((part) => UNSAFE_KEYS.has(part))) return;
     let node = object;
     for (const part of parts.slice(0, -1)) {
       if (typeof node[part] !== "object" || node[part] === null || Array.isArray(node[part])) node[part] = {};
@@ -777,8 +781,20 @@
     else el.value = value === null || value === undefined ? "" : String(value);
   }
 
+  function safeCopy(value) {
+    // plain data only, without prototype-reaching keys, at any depth
+    if (Array.isArray(value)) return value.map(safeCopy);
+    if (!isPlainObject(value)) return value;
+    const copy = {};
+    for (const [name, item] of Object.entries(value)) {
+      if (!UNSAFE_KEYS.has(name)) copy[name] = safeCopy(item);
+    }
+    return copy;
+  }
+
   function flatten(values, prefix, out) {
     for (const [name, value] of Object.entries(values)) {
+      if (UNSAFE_KEYS.has(name)) continue;
       const path = prefix ? prefix + "." + name : name;
       if (isPlainObject(value) && !$('[data-path="' + CSS.escape(path) + '"]', $("#config-form"))) flatten(value, path, out);
       else out.push([path, value]);
@@ -793,15 +809,16 @@
       if (!frame || !form || event.source !== frame.contentWindow) return; // only that frame
       const message = event.data;
       if (!isPlainObject(message) || message.type !== "pentarun.config" || !isPlainObject(message.values)) return;
+      const values = safeCopy(message.values);
       const status = $("#wizard-status");
       const whole = $('[data-type="whole"]', form);
       const extra = {};
       if (whole) {
         let current = {};
         try { current = JSON.parse(whole.value || "{}"); } catch (error) { current = {}; }
-        setField(whole, Object.assign(isPlainObject(current) ? current : {}, message.values));
+        setField(whole, Object.assign(isPlainObject(current) ? safeCopy(current) : {}, values));
       } else {
-        for (const [path, value] of flatten(message.values, "", [])) {
+        for (const [path, value] of flatten(values, "", [])) {
           const field = $('[data-path="' + CSS.escape(path) + '"]', form);
           if (field) setField(field, value);
           else setPath(extra, path, value);
