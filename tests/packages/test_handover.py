@@ -174,3 +174,35 @@ async def test_a_stop_during_the_drain_leaves_no_old_tree_after_the_restart(tmp_
         assert trees(w) == [new_install] and old_install != new_install
         assert w.state() == "ENABLED"
         assert w.supervisor.directory.get("demo").manifest.version == "1.1.0"
+
+
+class SlowHandOver(HandingOver):
+    """The new worker takes its time to start: the plugin's lock is held meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starting = trio.Event()
+        self.go = trio.Event()
+
+    async def succeed(self, spec, manifest):
+        self.starting.set()
+        await self.go.wait()
+        return await super().succeed(spec, manifest)
+
+
+async def test_a_quarantine_that_waited_for_a_hand_over_quarantines_what_took_over(tmp_path):
+    supervisor = SlowHandOver()
+    async with world(tmp_path, supervisor) as w, trio.open_nursery() as nursery:
+        supervisor._nursery = nursery
+        await w.enabled()
+        await w.installs.upload(package(definition(version="1.1.0")), "op")
+        await supervisor.starting.wait()  # the upgrade holds the plugin's lock
+        nursery.start_soon(w.installs.quarantine, "demo", "operator says so", "op")
+        await trio.sleep(0.05)  # the quarantine is waiting for the lock
+        supervisor.go.set()
+        supervisor.drain.set()
+        await w.until(lambda: records.get_plugin(w.db, "demo").state == "QUARANTINED")
+        row = records.get_plugin(w.db, "demo")
+        assert row.version == "1.1.0"  # the install that took over is the one quarantined
+        assert w.supervisor.directory.get("demo").phase is Phase.QUARANTINED
+        nursery.cancel_scope.cancel()
