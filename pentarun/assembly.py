@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .cameras.hub import CameraHub
 from .config import SupervisorConfig
 from .lanes.core import CoreApi
 from .lanes.events import EventLane
@@ -54,9 +55,11 @@ def assemble(
     sandbox: Sandbox | None = None,
     start_check: StartCheck | None = None,
     egress: EgressPort | None = None,
+    cameras: CameraHub | None = None,
 ) -> Platform:
     """The supervisor and its lanes; `on_published` sees every platform event (the feed);
-    `sandbox` starts every worker (None: unsandboxed)."""
+    `sandbox` starts every worker (None: unsandboxed); `cameras` serves camera frames (None:
+    demo cameras only)."""
     directory, observers, tokens = Directory(), Observers(), PluginTokens()
     events = EventLane(directory, on_published)
     hooks = HookLane(db, directory)
@@ -66,6 +69,7 @@ def assemble(
         streams or StreamTokens(secrets.token_bytes(32)),
         hook_runner=hooks.run,
         publish=events.core_publish,
+        cameras=cameras,
     )
     plugin_calls = PluginCalls(db, directory, config.call_timeout_s)
     core.register("plugins.call", "plugins:call", plugin_calls.handle)

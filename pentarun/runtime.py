@@ -20,6 +20,8 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from . import __version__
 from .assembly import assemble
+from .cameras.credentials import Sealer
+from .cameras.hub import CameraHub
 from .config import Config
 from .datadir import lock_data_dir
 from .gateway.app import Services, create_admin_app
@@ -98,6 +100,9 @@ async def _serve(
             socket_owner=sandbox.uid_of,
         )
         await nursery.start(egress.run)
+        sealer = await trio.to_thread.run_sync(Sealer.load, data_dir)
+        cameras = CameraHub(db, sealer)
+        await nursery.start(cameras.run)
         platform = assemble(
             config.supervisor,
             db,
@@ -106,6 +111,7 @@ async def _serve(
             sandbox=sandbox if sandbox.on else None,
             start_check=tree_checks.verify_before_start,
             egress=egress,
+            cameras=cameras,
         )
         supervisor = platform.supervisor
         await nursery.start(supervisor.run)
@@ -122,7 +128,16 @@ async def _serve(
         installs = Installs(config, data_dir, db, supervisor, listeners, integrity=tree_checks)
         registry = Registry(db, supervisor, installs)
         services = Services(
-            config, data_dir, db, supervisor, platform.events, registry, installs, feed, sandbox
+            config,
+            data_dir,
+            db,
+            supervisor,
+            platform.events,
+            registry,
+            installs,
+            feed,
+            sandbox,
+            cameras=cameras,
         )
         await nursery.start(listeners.run)
         await nursery.start(installs.run)  # resumes interrupted installs, starts enabled plugins

@@ -46,6 +46,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .. import __version__
+from ..cameras.hub import CameraHub
 from ..config import Config
 from ..lanes.events import EventLane
 from ..lanes.feed import Feed
@@ -99,6 +100,7 @@ class Services:
     listeners: dict[str, str] = field(default_factory=dict)
     demo_key: str = ""
     started_at: float = field(default_factory=time.time)
+    cameras: CameraHub = field(default_factory=CameraHub)  # not running: demo cameras only
 
     def write_run_file(self) -> None:
         """`run.json`: pid and the URLs actually bound; replaced atomically."""

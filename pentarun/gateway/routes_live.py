@@ -15,7 +15,8 @@ window holds has some of them turned over unseen: the stream then sends a `gap` 
 the window's lines (the kept window itself is the supervisor's and loses nothing more).
 
 Cameras: the property must be one the operator may see (else 404, as if it did not exist).
-Only demo cameras exist so far (`cameras/demo.py`); frames are rendered off the trio thread.
+Frames come from the camera hub (`cameras/hub.py`): its cached latest frame, never a round
+trip to the camera; an offline camera's snapshot is 503 `camera_offline`.
 MJPEG previews are bounded: MAX_PREVIEWS at once on the server (429 beyond), each
 PREVIEW_FPS frames a second, at most PREVIEW_MAX_S long (the browser reconnects if it wants
 more).
@@ -29,7 +30,7 @@ import msgspec
 import trio
 from quart import Blueprint, Response, current_app, request
 
-from ..cameras.demo import render_frame
+from ..cameras.feed import CameraOffline
 from ..errors import BadRequest, NotFound, RateLimited
 from ..security.operators import READ
 from ..store import records
@@ -136,7 +137,8 @@ def _camera(op: records.OperatorRow, pid: str, cid: str) -> records.CameraRow:
 @operator(READ)
 async def snapshot(op: records.OperatorRow, pid: str, cid: str) -> Response:
     camera = _camera(op, pid, cid)
-    jpeg = await trio.to_thread.run_sync(render_frame, camera.name)
+    hub = current_services().cameras
+    jpeg = await hub.snapshot(camera)
     return Response(jpeg, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
@@ -156,6 +158,7 @@ def _previews() -> _Previews:
 @operator(READ)
 async def mjpeg(op: records.OperatorRow, pid: str, cid: str) -> Response:
     camera = _camera(op, pid, cid)
+    hub = current_services().cameras
     previews = _previews()
     if previews.open >= MAX_PREVIEWS:
         raise RateLimited(
@@ -167,8 +170,13 @@ async def mjpeg(op: records.OperatorRow, pid: str, cid: str) -> Response:
         previews.open += 1  # counted while the stream runs (a check above, a count here)
         try:
             with trio.move_on_after(PREVIEW_MAX_S):
+                seq = 0
                 while True:
-                    jpeg = await trio.to_thread.run_sync(render_frame, camera.name)
+                    try:
+                        frame = await hub.next_frame(camera, seq)
+                    except CameraOffline:
+                        return  # the browser shows the stream ended; it may reconnect
+                    seq, jpeg = frame.seq, frame.jpeg
                     yield (
                         (
                             f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"

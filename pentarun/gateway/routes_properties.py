@@ -7,12 +7,13 @@ Uniqueness is the store's (a duplicate id is a 409 decided by the primary key).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
 import msgspec
 from quart import Blueprint, Response, request
 
-from ..errors import NotFound
+from ..cameras.source import SourceBody, SourceProblem, source_of, split_source
+from ..errors import BadRequest, NotFound, PentarunError
 from ..security import ha_keys
 from ..security.operators import (
     CAMERAS,
@@ -44,15 +45,52 @@ class PropertyRequest(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
 
 
-class CameraSource(msgspec.Struct, forbid_unknown_fields=True):
-    kind: Literal["demo"]  # the camera sources built so far
-
-
 class CameraRequest(msgspec.Struct, forbid_unknown_fields=True):
     id: ResourceId
     name: Name
-    source: CameraSource = msgspec.field(default_factory=lambda: CameraSource("demo"))
+    source: SourceBody = msgspec.field(default_factory=SourceBody)
     has_audio: bool = False
+
+
+class CameraSourceRequest(msgspec.Struct, forbid_unknown_fields=True):
+    source: SourceBody
+
+
+def _split(body: SourceBody) -> tuple[dict[str, Any], str | None]:
+    """The source to store and its sealed credentials; 400 naming the broken rule (never
+    repeating a credential)."""
+    try:
+        source, credentials = split_source(body)
+    except SourceProblem as exc:
+        raise BadRequest(
+            f"invalid camera source: {exc}", {"field": f"source.{exc.field}"}
+        ) from None
+    sealed = None
+    if credentials is not None:
+        sealer = current_services().cameras.sealer
+        if sealer is None:
+            raise PentarunError("this server cannot store camera credentials (no key)")
+        sealed = sealer.seal(credentials)
+    return msgspec.to_builtins(source), sealed
+
+
+def camera_view(row: records.CameraRow, has_credentials: bool | None = None) -> dict[str, Any]:
+    """What the admin API shows of a camera: its source (never credentials) and real status."""
+    state = current_services().cameras.state(row)
+    view: dict[str, Any] = {
+        "property_id": row.property_id,
+        "id": row.id,
+        "name": row.name,
+        "source": msgspec.to_builtins(source_of(row.source)),
+        "has_audio": row.has_audio,
+        "created_at": row.created_at,
+        "status": state.status,
+        "status_since": state.since or None,
+        "status_reason": state.error,
+    }
+    if has_credentials is not None:
+        view["has_credentials"] = has_credentials
+    return view
 
 
 class HaKeyRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -102,23 +140,26 @@ async def create_camera(op: records.OperatorRow, pid: str) -> Response:
     row = visible_property(op, pid)
     require(op, CAMERAS, row.id)
     body = await parse_body(CameraRequest)
+    source, sealed = _split(body.source)
     services = current_services()
     camera = await records.create_camera(
         services.db,
         row.id,
         body.id,
         name=body.name,
-        source=msgspec.to_builtins(body.source),
+        source=source,
         has_audio=body.has_audio,
+        credentials=sealed,
     )
+    services.cameras.poke()  # connect it now
     records.audit(
         services.db,
         actor_name(op),
         "camera.created",
         property_id=row.id,
-        detail={"camera": body.id},
+        detail={"camera": body.id, "kind": source["kind"]},
     )
-    return json_response(camera, 201)
+    return json_response(camera_view(camera, sealed is not None), 201)
 
 
 @bp.get("/api/properties/<pid>/cameras")
@@ -128,7 +169,47 @@ async def list_cameras(op: records.OperatorRow, pid: str) -> Response:
     after, page = query_id(request.args, "after") or "", limit(request.args, 1000)
     cameras = records.cameras_of(current_services().db, row.id, after=after, limit=page)
     next_after = cameras[-1].id if len(cameras) == page else None
-    return json_response({"cameras": cameras, "next_after": next_after})
+    views = [camera_view(camera) for camera in cameras]
+    return json_response({"cameras": views, "next_after": next_after})
+
+
+def visible_camera(op: records.OperatorRow, pid: str, cid: str) -> records.CameraRow:
+    """The camera of a property this operator may see; else 404."""
+    row = visible_property(op, pid)
+    cid = resource_id(cid, "camera")
+    camera = records.get_camera(current_services().db, row.id, cid)
+    if camera is None:
+        raise NotFound(f"no camera {cid!r}", {"camera": cid})
+    return camera
+
+
+@bp.get("/api/properties/<pid>/cameras/<cid>")
+@operator(READ)
+async def get_camera(op: records.OperatorRow, pid: str, cid: str) -> Response:
+    return json_response(camera_view(visible_camera(op, pid, cid)))
+
+
+@bp.put("/api/properties/<pid>/cameras/<cid>/source")
+@operator(CAMERAS)
+async def set_camera_source(op: records.OperatorRow, pid: str, cid: str) -> Response:
+    """Replace a camera's source (and its credentials: none unless given again)."""
+    camera = visible_camera(op, pid, cid)
+    require(op, CAMERAS, camera.property_id)
+    body = await parse_body(CameraSourceRequest)
+    source, sealed = _split(body.source)
+    services = current_services()
+    await records.set_camera_source(services.db, camera.property_id, camera.id, source, sealed)
+    services.cameras.poke()
+    records.audit(
+        services.db,
+        actor_name(op),
+        "camera.source_changed",
+        property_id=camera.property_id,
+        detail={"camera": camera.id, "kind": source["kind"]},
+    )
+    changed = records.get_camera(services.db, camera.property_id, camera.id)
+    assert changed is not None
+    return json_response(camera_view(changed, sealed is not None))
 
 
 @bp.post("/api/properties/<pid>/ha-keys")

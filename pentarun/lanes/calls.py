@@ -112,6 +112,13 @@ class CameraParams(Params, frozen=True):
     camera: CameraId
 
 
+class CameraFrameParams(Params, frozen=True):
+    """`cameras.frame`: the first frame after seq `after` (0: the latest at once)."""
+
+    camera: CameraId
+    after: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
 class StreamsTokenParams(Params, frozen=True):
     """`streams.token`; nil or absent means the default (stream `main`, protocol `mjpeg`, the
     configured lifetime)."""
@@ -171,6 +178,7 @@ CONTRACTS: Mapping[str, Contract] = {
     "cameras.list": Contract("cameras:read", NoParams),
     "cameras.get": Contract("cameras:read", CameraParams),
     "cameras.snapshot": Contract("streams:read", CameraParams),
+    "cameras.frame": Contract("streams:read", CameraFrameParams),
     "streams.token": Contract("streams:read", StreamsTokenParams),
     "streams.verify": Contract("streams:read", StreamsVerifyParams),
     "events.publish": Contract("events:publish", EventsPublishParams),

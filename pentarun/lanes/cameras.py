@@ -3,11 +3,18 @@
     cameras.list       cameras:read   -> [camera]
     cameras.get        cameras:read   {camera}                      -> camera
     cameras.snapshot   streams:read   {camera}                      -> JPEG bytes
+    cameras.frame      streams:read   {camera, after}               -> {seq, jpeg}
     streams.token      streams:read   {camera, stream, protocol, ttl_s} -> {token, expires_at, ...}
     streams.verify     streams:read   {token, camera}               -> claims (403 when refused)
 
-Parameters arrive decoded and bounded (`lanes/calls.py`). A camera of another property is
-`not_found`, exactly like an unknown one.
+Frames come from the camera hub (`cameras/hub.py`): the latest frame it holds, so a snapshot
+costs no round trip to the camera and every consumer of a camera shares its one upstream
+connection. `cameras.frame` is how a plugin relays a stream: it waits for the first frame
+after the seq it already has (a slow relay skips frames; nothing queues), and hands the frame
+over as the camera sent it (an MJPEG camera's parts are never re-encoded). A camera view shows
+the camera's real status and never its source or credentials. Parameters arrive decoded and
+bounded (`lanes/calls.py`). A camera of another property is `not_found`, exactly like an
+unknown one; an offline camera's frame is 503 `camera_offline`.
 """
 
 from __future__ import annotations
@@ -15,23 +22,29 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-import trio
 
-from ..cameras.demo import render_frame
+from ..cameras.hub import CameraHub
 from ..errors import BadRequest, Forbidden, NotFound
 from ..security import ha_keys
 from ..store import records
-from .calls import CameraParams, NoParams, StreamsTokenParams, StreamsVerifyParams
+from .calls import (
+    CameraFrameParams,
+    CameraParams,
+    NoParams,
+    StreamsTokenParams,
+    StreamsVerifyParams,
+)
 from .request import CoreFn, CoreRequest
 
 PROTOCOLS = ["mjpeg", "jpeg"]
 
 
-def camera_view(row: records.CameraRow) -> dict[str, Any]:
+def camera_view(row: records.CameraRow, hub: CameraHub) -> dict[str, Any]:
+    """What a plugin sees of a camera (no source, no credentials)."""
     return {
         "id": row.id,
         "name": row.name,
-        "status": "online",
+        "status": hub.state(row).status,
         "has_audio": row.has_audio,
         "streams": [{"id": "main", "protocols": PROTOCOLS}],
     }
@@ -44,21 +57,41 @@ def _camera(r: CoreRequest, camera_id: str) -> records.CameraRow:
     return row
 
 
-async def cameras_list(r: CoreRequest, p: NoParams) -> list[dict[str, Any]]:
-    return [camera_view(row) for row in records.cameras_of(r.db, r.property)]
+class CameraCalls:
+    """The camera core calls, served from one hub."""
 
+    def __init__(self, hub: CameraHub) -> None:
+        self.hub = hub
 
-async def cameras_get(r: CoreRequest, p: CameraParams) -> dict[str, Any]:
-    return camera_view(_camera(r, p.camera))
+    def handlers(self) -> dict[str, CoreFn]:
+        return {
+            "cameras.list": self.cameras_list,
+            "cameras.get": self.cameras_get,
+            "cameras.snapshot": self.cameras_snapshot,
+            "cameras.frame": self.cameras_frame,
+            "streams.token": streams_token,
+            "streams.verify": streams_verify,
+        }
 
+    async def cameras_list(self, r: CoreRequest, p: NoParams) -> list[dict[str, Any]]:
+        return [camera_view(row, self.hub) for row in records.cameras_of(r.db, r.property)]
 
-async def cameras_snapshot(r: CoreRequest, p: CameraParams) -> bytes:
-    """A frame, passed through the property's `snapshot.annotate` hooks."""
-    row = _camera(r, p.camera)
-    jpeg = await trio.to_thread.run_sync(render_frame, row.name)
-    annotated = await r.hooks("snapshot.annotate", {"camera": row.id, "jpeg": jpeg})
-    result = annotated.get("jpeg")
-    return result if isinstance(result, bytes) and result[:2] == b"\xff\xd8" else jpeg
+    async def cameras_get(self, r: CoreRequest, p: CameraParams) -> dict[str, Any]:
+        return camera_view(_camera(r, p.camera), self.hub)
+
+    async def cameras_snapshot(self, r: CoreRequest, p: CameraParams) -> bytes:
+        """The latest frame, passed through the property's `snapshot.annotate` hooks."""
+        row = _camera(r, p.camera)
+        jpeg = await self.hub.snapshot(row)
+        annotated = await r.hooks("snapshot.annotate", {"camera": row.id, "jpeg": jpeg})
+        result = annotated.get("jpeg")
+        return result if isinstance(result, bytes) and result[:2] == b"\xff\xd8" else jpeg
+
+    async def cameras_frame(self, r: CoreRequest, p: CameraFrameParams) -> dict[str, Any]:
+        """A stream's next frame as the camera sent it (no hooks: a stream is not a snapshot)."""
+        row = _camera(r, p.camera)
+        frame = await self.hub.next_frame(row, p.after)
+        return {"seq": frame.seq, "jpeg": frame.jpeg}
 
 
 async def streams_token(r: CoreRequest, p: StreamsTokenParams) -> dict[str, Any]:
@@ -91,12 +124,3 @@ async def streams_verify(r: CoreRequest, p: StreamsVerifyParams) -> dict[str, An
         raise NotFound("no such stream")  # another property's token: as if unknown
     claims, _ = ha_keys.check_stream_token(r.db, r.streams, p.token, p.camera)
     return msgspec.to_builtins(claims)  # type: ignore[no-any-return]
-
-
-HANDLERS: dict[str, CoreFn] = {
-    "cameras.list": cameras_list,
-    "cameras.get": cameras_get,
-    "cameras.snapshot": cameras_snapshot,
-    "streams.token": streams_token,
-    "streams.verify": streams_verify,
-}

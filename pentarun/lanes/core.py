@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..cameras.hub import CameraHub
 from ..errors import (
     BadRequest,
     NotFound,
@@ -53,7 +54,7 @@ from .calls import (
     foreign_property,
     refusal_risk,
 )
-from .cameras import HANDLERS as CAMERA_HANDLERS
+from .cameras import CameraCalls
 from .request import CoreFn, CoreRequest
 
 MAX_MESSAGE_SHOWN = 300  # characters of a refusal's message an audit row keeps
@@ -73,9 +74,11 @@ class CoreApi:
         *,
         hook_runner: HookRunner = _no_hooks,
         publish: CoreFn | None = None,
+        cameras: CameraHub | None = None,
     ) -> None:
         """`hook_runner` runs a hook: (hook name, property, payload, calling plugin) -> payload;
-        `publish` is the `events.publish` handler (or `register` it later)."""
+        `publish` is the `events.publish` handler (or `register` it later); `cameras` serves
+        frames (None: a hub that is not running, so demo cameras only)."""
         self.db = db
         self.tokens = tokens
         self.streams = streams
@@ -83,7 +86,7 @@ class CoreApi:
         self._handlers: dict[str, CoreFn] = {
             **_STORE_HANDLERS,
             "properties.get": _property_get,
-            **CAMERA_HANDLERS,
+            **CameraCalls(cameras or CameraHub()).handlers(),
         }
         if publish is not None:
             self.register("events.publish", "events:publish", publish)

@@ -176,6 +176,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX console_sessions_by_operator ON console_sessions (operator_id);
     CREATE INDEX console_sessions_by_expiry ON console_sessions (expires_at);
     """,
+    # 9: a camera's credentials, sealed (cameras/credentials.py); never in `source`
+    """
+    ALTER TABLE cameras ADD COLUMN credentials TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -43,6 +43,7 @@ SAMPLES = {
     "cameras.list": {},
     "cameras.get": {"camera": "front"},
     "cameras.snapshot": {"camera": "front"},
+    "cameras.frame": {"camera": "front", "after": 3},
     "streams.token": {"camera": "front", "stream": "main", "protocol": "mjpeg", "ttl_s": 60},
     "streams.verify": {"token": "t.o.k", "camera": "front"},
     "events.publish": {"type": "camera.tamper", "data": {"by": "x"}},

@@ -4,6 +4,7 @@ Writes a request waits for go through `Database.write`; bookkeeping nobody waits
 checks, lifecycle events, audit) goes through `Database.defer` and is group-committed.
 """
 
+from .cameras import CameraSourceRow, camera_sources, set_camera_source
 from .egress import (
     EgressRow,
     count_egress_refusals,
@@ -100,6 +101,7 @@ __all__ = [
     "AuditPage",
     "AuditRow",
     "CameraRow",
+    "CameraSourceRow",
     "EgressRow",
     "EventRow",
     "HaKeyRateLimit",
@@ -118,6 +120,7 @@ __all__ = [
     "assigned_properties",
     "audit",
     "audit_page",
+    "camera_sources",
     "cameras_of",
     "count_egress_refusals",
     "count_operators",
@@ -159,6 +162,7 @@ __all__ = [
     "revoke_operator",
     "save_install",
     "session_by_hash",
+    "set_camera_source",
     "set_config",
     "set_egress_grants",
     "set_install_approval",

@@ -119,14 +119,25 @@ async def create_camera(
     name: str,
     source: dict[str, Any],
     has_audio: bool = False,
+    credentials: str | None = None,
 ) -> CameraRow:
-    """A new camera of a property; Conflict if it has one of that id, NotFound without it."""
+    """A new camera of a property; Conflict if it has one of that id, NotFound without it.
+    `credentials` are sealed (`cameras/credentials.py`) and never part of a CameraRow."""
     row = CameraRow(property_id, camera_id, name, source, has_audio, time.time())
     try:
         await db.execute(
-            """INSERT INTO cameras (property_id, id, name, source, has_audio, created_at)
-               VALUES (?, ?, ?, ?, ?, ?)""",
-            (property_id, camera_id, name, json.dumps(source), int(has_audio), row.created_at),
+            """INSERT INTO cameras
+               (property_id, id, name, source, has_audio, created_at, credentials)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            (
+                property_id,
+                camera_id,
+                name,
+                json.dumps(source),
+                int(has_audio),
+                row.created_at,
+                credentials,
+            ),
         )
     except sqlite3.IntegrityError as exc:
         if "FOREIGN KEY" in str(exc):

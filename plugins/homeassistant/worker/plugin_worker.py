@@ -20,6 +20,7 @@ log = logging.getLogger("homeassistant")
 DEFINITION = json.loads((Path(__file__).parent.parent / "definition.json").read_text())
 RATE_LIMIT = DEFINITION["listener"]["rate_limit"]
 API = "/api/ha/v1"
+MAX_FPS = 15.0
 
 
 def _camera_id(params: dict) -> str:
@@ -82,20 +83,30 @@ async def snapshot(ctx: Context, params: dict) -> Response:
 
 @plugin.handler("ha.cameras.mjpeg")
 async def mjpeg(ctx: Context, params: dict) -> Stream:
-    """multipart/x-mixed-replace JPEG frames: the first at once, then `fps` (default 5) a second."""
+    """multipart/x-mixed-replace: the camera's frames as the core has them (an MJPEG camera's
+    parts unchanged), the latest at once, then each new one, at most `fps` (default 15) a
+    second. The core holds the one connection to the camera; this only relays its frames."""
     camera = _camera_id(params)
-    await ctx.core.call("cameras.get", camera=camera)  # 404 now, before any streaming
     try:
-        fps = min(max(float((params.get("query") or {}).get("fps", 5)), 0.2), 15.0)
+        fps = min(max(float((params.get("query") or {}).get("fps", MAX_FPS)), 0.2), MAX_FPS)
     except ValueError:
         raise Error("bad_request", "fps must be a number", 400) from None
+    # 404 for an unknown camera, 503 for an offline one: before any streaming
+    first = await ctx.core.call("cameras.frame", camera=camera)
 
     async def frames():
+        frame, interval = first, 1 / fps
         while True:
-            jpeg = await ctx.core.call("cameras.snapshot", camera=camera)
+            sent_at = trio.current_time()
+            jpeg = frame["jpeg"]
             head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
             yield head.encode() + jpeg + b"\r\n"
-            await trio.sleep(1 / fps)
+            await trio.sleep_until(sent_at + interval)
+            try:
+                frame = await ctx.core.call("cameras.frame", camera=camera, after=frame["seq"])
+            except Error as exc:  # the camera went offline: end the stream (clients reconnect)
+                log.info("stream of %s ends: %s", camera, exc.message)
+                return
 
     return Stream(
         frames(), "multipart/x-mixed-replace; boundary=frame", 200, {"Cache-Control": "no-store"}
