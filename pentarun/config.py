@@ -94,6 +94,36 @@ class InstallConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     allow_dev_builds: bool = False
 
 
+class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Per-plugin quotas (all its properties together): the files of `ctx.storage`, kept under
+    `<data_dir>/storage/` (lanes/storage.py), and the values of `ctx.store`, kept in the
+    database; over either a write is refused (409 `storage_full` / `store_full`)."""
+
+    quota_mb: Annotated[int, msgspec.Meta(ge=1, le=1_048_576)] = 256
+    store_mb: Annotated[int, msgspec.Meta(ge=1, le=16_384)] = 16
+
+
+class RecordingsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Recordings (pentarun/recordings/): clips kept under `dir` (empty: <data_dir>/recordings).
+
+    Retention, per property, every `retention_interval_s`: a clip that ended more than
+    `max_age_h` hours ago goes, then the oldest go while the property's clips hold more than
+    `max_mb`. A clip lasts `default_duration_s` unless asked otherwise, at most
+    `max_duration_s` and `max_clip_mb`, with at most `max_fps` frames a second; at most
+    `max_active` clips are recorded at once, server-wide.
+    """
+
+    dir: str = ""
+    max_age_h: Annotated[float, msgspec.Meta(gt=0, le=24 * 366)] = 72.0
+    max_mb: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 2048
+    retention_interval_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 60.0
+    default_duration_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    max_duration_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 600.0
+    max_clip_mb: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 512
+    max_fps: Annotated[float, msgspec.Meta(gt=0, le=60)] = 10.0
+    max_active: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 32
+
+
 class BenchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Performance tiers: highest p95 latency (ms) and error rate of each; bronze is the rest."""
 
@@ -195,6 +225,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     bench: BenchConfig = msgspec.field(default_factory=BenchConfig)
     egress: EgressConfig = msgspec.field(default_factory=EgressConfig)
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
+    recordings: RecordingsConfig = msgspec.field(default_factory=RecordingsConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
     listeners: dict[str, str | ListenerConfig] = msgspec.field(
         default_factory=lambda: {"homeassistant": "0.0.0.0:8129"}
     )

@@ -14,6 +14,7 @@
     ├── MethodNotAllowed               405 method_not_allowed
     ├── Conflict                       409 conflict
     │   ├── StoreFull                  409 store_full       (a plugin's store quota)
+    │   ├── StorageFull                409 storage_full     (a plugin's storage quota)
     │   ├── DependencyNotEnabled       409 dependency_not_enabled (enable its dependencies first)
     │   └── HasDependents              409 has_dependents   (uninstall: others depend on it)
     ├── PayloadTooLarge                413 too_large
@@ -112,6 +113,13 @@ class StoreFull(Conflict):
     it already has can still be replaced; deleting one makes room)."""
 
     code = "store_full"
+
+
+class StorageFull(Conflict):
+    """`storage.put` that would take the plugin's files (all its properties) over its quota,
+    or a property over its file count; details say what is used and the limit."""
+
+    code = "storage_full"
 
 
 class DependencyNotEnabled(Conflict):

@@ -28,6 +28,7 @@ from .gateway.app import Services, create_admin_app
 from .gateway.listeners import ListenerManager
 from .lanes.egress import EgressLane
 from .lanes.feed import Feed
+from .lanes.storage import StorageLane
 from .packages.builder import pack, read_tree
 from .packages.integrity import Integrity
 from .packages.service import Installs
@@ -112,7 +113,13 @@ async def _serve(
             start_check=tree_checks.verify_before_start,
             egress=egress,
             cameras=cameras,
+            storage=StorageLane(data_dir / "storage", config.storage),
+            recordings_dir=Path(config.recordings.dir or data_dir / "recordings"),
+            recordings_config=config.recordings,
         )
+        assert platform.recordings is not None and platform.motion is not None
+        await nursery.start(platform.recordings.run)
+        await nursery.start(platform.motion.run)
         supervisor = platform.supervisor
         await nursery.start(supervisor.run)
 
@@ -138,6 +145,7 @@ async def _serve(
             feed,
             sandbox,
             cameras=cameras,
+            recordings=platform.recordings,
         )
         await nursery.start(listeners.run)
         await nursery.start(installs.run)  # resumes interrupted installs, starts enabled plugins

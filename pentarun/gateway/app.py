@@ -51,6 +51,7 @@ from ..config import Config
 from ..lanes.events import EventLane
 from ..lanes.feed import Feed
 from ..packages.service import Installs
+from ..recordings.service import Recordings
 from ..registry import Registry
 from ..sandbox.launcher import Sandbox
 from ..security.operators import PERMISSIONS, require
@@ -101,6 +102,7 @@ class Services:
     demo_key: str = ""
     started_at: float = field(default_factory=time.time)
     cameras: CameraHub = field(default_factory=CameraHub)  # not running: demo cameras only
+    recordings: Recordings | None = None  # None: this server keeps no recordings
 
     def write_run_file(self) -> None:
         """`run.json`: pid and the URLs actually bound; replaced atomically."""
@@ -212,13 +214,15 @@ def create_admin_app(services: Services) -> AdminApp:
     from .routes_operators import bp as operators  # noqa: PLC0415
     from .routes_plugins import bp as plugins  # noqa: PLC0415
     from .routes_properties import bp as properties  # noqa: PLC0415
+    from .routes_recordings import bp as recordings  # noqa: PLC0415
     from .routes_trust import bp as trust  # noqa: PLC0415
     from .routes_watch import bp as watch  # noqa: PLC0415
     from .routes_workers import bp as workers  # noqa: PLC0415
 
     app = AdminApp(services)
     app.config["MAX_CONTENT_LENGTH"] = max(body_limits(services.config).values())
-    for blueprint in (watch, plugins, workers, properties, operators, trust, egress, live):
+    blueprints = (watch, plugins, workers, properties, recordings, operators, trust, egress, live)
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
     console.register(app, services)
     app.request_class = bounded_request_class(_route_limits(app))

@@ -1,4 +1,5 @@
-"""Admin routes of PentaVision data: properties, their cameras and Home Assistant keys.
+"""Admin routes of PentaVision data: properties, their cameras (source, motion settings) and
+Home Assistant keys.
 
 A property manager sees only its properties: any other is a 404, as if it did not exist.
 Lists are pages by id: `limit` rows at most, `after` = the previous page's `next_after`.
@@ -12,6 +13,7 @@ from typing import Any
 import msgspec
 from quart import Blueprint, Response, request
 
+from ..cameras.motion import MotionSettings, motion_of
 from ..cameras.source import SourceBody, SourceProblem, source_of, split_source
 from ..errors import BadRequest, NotFound, PentarunError
 from ..security import ha_keys
@@ -50,6 +52,7 @@ class CameraRequest(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     source: SourceBody = msgspec.field(default_factory=SourceBody)
     has_audio: bool = False
+    motion: MotionSettings | None = None  # motion detection (cameras/motion.py): off if absent
 
 
 class CameraSourceRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -87,6 +90,7 @@ def camera_view(row: records.CameraRow, has_credentials: bool | None = None) -> 
         "status": state.status,
         "status_since": state.since or None,
         "status_reason": state.error,
+        "motion": motion_of(row.source),
     }
     if has_credentials is not None:
         view["has_credentials"] = has_credentials
@@ -141,6 +145,8 @@ async def create_camera(op: records.OperatorRow, pid: str) -> Response:
     require(op, CAMERAS, row.id)
     body = await parse_body(CameraRequest)
     source, sealed = _split(body.source)
+    if body.motion is not None:
+        source["motion"] = msgspec.to_builtins(body.motion)
     services = current_services()
     camera = await records.create_camera(
         services.db,
@@ -210,6 +216,30 @@ async def set_camera_source(op: records.OperatorRow, pid: str, cid: str) -> Resp
     changed = records.get_camera(services.db, camera.property_id, camera.id)
     assert changed is not None
     return json_response(camera_view(changed, sealed is not None))
+
+
+@bp.put("/api/properties/<pid>/cameras/<cid>/motion")
+@operator(CAMERAS)
+async def set_camera_motion(op: records.OperatorRow, pid: str, cid: str) -> Response:
+    """Replace a camera's motion settings (an absent field takes its default, so `{}` turns
+    detection off); the motion watch picks them up within seconds."""
+    camera = visible_camera(op, pid, cid)
+    require(op, CAMERAS, camera.property_id)
+    body = await parse_body(MotionSettings)
+    services = current_services()
+    await records.set_camera_motion(
+        services.db, camera.property_id, camera.id, msgspec.to_builtins(body)
+    )
+    records.audit(
+        services.db,
+        actor_name(op),
+        "camera.motion_changed",
+        property_id=camera.property_id,
+        detail={"camera": camera.id, **msgspec.to_builtins(body)},
+    )
+    changed = records.get_camera(services.db, camera.property_id, camera.id)
+    assert changed is not None
+    return json_response(camera_view(changed))
 
 
 @bp.post("/api/properties/<pid>/ha-keys")

@@ -256,6 +256,7 @@ class CoreFailure(_Msg, tag="core_failure"):
     code: str
     message: str
     status: int = 500
+    details: dict[str, Any] = {}  # the error's details (e.g. `storage_full`: used, limit)
 
 
 class PlatformEvent(_Msg, tag="event"):

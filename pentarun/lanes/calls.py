@@ -30,6 +30,7 @@ from typing import Annotated, Any
 import msgspec
 
 from ..errors import BadRequest
+from ..recordings import CLIP_ID_PATTERN, MAX_CLIP_ID
 from ..security.limits import MAX_STREAM_TTL_S
 from ..security.scopes import MAX_RISK, SCOPES
 
@@ -47,6 +48,14 @@ MAX_NAMES_SHOWN = 8
 MAX_HANDLER = 128
 MAX_PLUGIN_CALL_PARAMS = 256 * 1024  # bytes, as msgpack
 MAX_DEADLINE_MS = 600_000
+MAX_RECORDINGS_PAGE = 1000  # clips one `recordings.list` answer holds at most
+MAX_RECORDING_CHUNK = 4 * 1024 * 1024  # bytes of a clip one `recordings.get` answer holds
+MAX_RECORDING_S = 3600.0  # the longest clip one may ask for (`[recordings]` caps it further)
+MAX_STORAGE_NAME = 200  # characters of a `ctx.storage` file name
+MAX_STORAGE_FILE = 1024 * 1024  # bytes of one file (one `storage.put`, one `storage.get`)
+MAX_STORAGE_PAGE = 1000  # entries one `storage.list` answer holds at most
+# a file name: segments of [A-Za-z0-9_.-], none starting with "." or "-", joined by "/"
+STORAGE_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*\Z"
 
 StoreKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STATE_KEY)]
 CameraId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID)]
@@ -58,6 +67,10 @@ EventType = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_TYPE)
 KeysAfter = Annotated[str, msgspec.Meta(max_length=MAX_STATE_KEY)]
 KeysLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_KEYS_PAGE)]
 PluginKey = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]{1,62}\Z")]
+StorageName = Annotated[
+    str,
+    msgspec.Meta(min_length=1, max_length=MAX_STORAGE_NAME, pattern=STORAGE_NAME_PATTERN),
+]
 HandlerName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_HANDLER)]
 
 # A canonical event type (`camera.motion`); anchored with \Z, not $, which also matches
@@ -156,6 +169,55 @@ class PluginsCallParams(Params, frozen=True):
         _msgpack_size(self.params, MAX_PLUGIN_CALL_PARAMS, "plugin call parameters")
 
 
+class StorageNameParams(Params, frozen=True):
+    """`storage.get`, `storage.delete`."""
+
+    name: StorageName
+
+
+class StoragePutParams(Params, frozen=True):
+    """`storage.put`: the whole file, replaced atomically."""
+
+    name: StorageName
+    data: Annotated[bytes, msgspec.Meta(max_length=MAX_STORAGE_FILE)]
+
+
+class StorageListParams(Params, frozen=True):
+    """`storage.list`: at most `limit` files, in name order, those after `after` ("" = the
+    first)."""
+
+    after: Annotated[str, msgspec.Meta(max_length=MAX_STORAGE_NAME)] = ""
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_STORAGE_PAGE)] = MAX_STORAGE_PAGE
+
+
+RecordingId = Annotated[str, msgspec.Meta(max_length=MAX_CLIP_ID, pattern=CLIP_ID_PATTERN)]
+
+
+class RecordingsListParams(Params, frozen=True):
+    """`recordings.list`: finished clips in start order after clip `after` ("" = the first),
+    `limit` at most, of one camera when `camera` is given."""
+
+    camera: CameraId | None = None
+    after: Annotated[str, msgspec.Meta(max_length=MAX_CLIP_ID)] = ""
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_RECORDINGS_PAGE)] = 100
+
+
+class RecordingsGetParams(Params, frozen=True):
+    """`recordings.get`: a clip's metadata and, when `length` > 0, up to `length` bytes of its
+    file from `offset` (read a clip in chunks; the format is in recordings/clips.py)."""
+
+    id: RecordingId
+    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+    length: Annotated[int, msgspec.Meta(ge=0, le=MAX_RECORDING_CHUNK)] = 0
+
+
+class RecordingsStartParams(Params, frozen=True):
+    """`recordings.start`: record the camera for `duration_s` (nil: the configured default)."""
+
+    camera: CameraId
+    duration_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_RECORDING_S)] | None = None
+
+
 @dataclass(frozen=True)
 class Contract:
     """What a core call needs (`scope`, None for the plugin's own store) and takes (`params`)."""
@@ -183,6 +245,14 @@ CONTRACTS: Mapping[str, Contract] = {
     "streams.verify": Contract("streams:read", StreamsVerifyParams),
     "events.publish": Contract("events:publish", EventsPublishParams),
     "plugins.call": Contract("plugins:call", PluginsCallParams),
+    "recordings.list": Contract("recordings:read", RecordingsListParams),
+    "recordings.get": Contract("recordings:read", RecordingsGetParams),
+    "recordings.start": Contract("recordings:write", RecordingsStartParams),
+    "recordings.stop": Contract("recordings:write", CameraParams),
+    "storage.put": Contract("storage:write", StoragePutParams),
+    "storage.get": Contract("storage:read", StorageNameParams),
+    "storage.list": Contract("storage:read", StorageListParams),
+    "storage.delete": Contract("storage:write", StorageNameParams),
 }
 
 

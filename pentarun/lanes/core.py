@@ -14,15 +14,18 @@ property, the error's message) is clipped before it is written.
 The plugin's store is bounded (`calls.MAX_STATE_KEYS` keys per property, `store.keys` in pages
 of at most `calls.MAX_KEYS_PAGE`), so its reads on the trio thread are small indexed reads and
 its answers always fit a frame. A full store refuses a new key (409 `store_full`, not audited:
-it is a quota, not a security refusal).
+it is a quota, not a security refusal), and so does a value that would take what the plugin
+holds (its values' bytes, all properties) past `store_max_bytes` (config `[storage] store_mb`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..cameras.hub import CameraHub
+from ..config import StorageConfig
 from ..errors import (
     BadRequest,
     NotFound,
@@ -33,6 +36,7 @@ from ..errors import (
     TokenInvalid,
 )
 from ..ipc.messages import CoreCall
+from ..recordings.service import Recordings
 from ..security.stream_tokens import StreamTokens
 from ..security.tokens import PluginClaims, PluginTokens
 from ..store import records
@@ -55,9 +59,12 @@ from .calls import (
     refusal_risk,
 )
 from .cameras import CameraCalls
+from .recordings import RecordingCalls
 from .request import CoreFn, CoreRequest
 
 MAX_MESSAGE_SHOWN = 300  # characters of a refusal's message an audit row keeps
+MIB = 1024 * 1024
+STORE_MAX_BYTES = StorageConfig().store_mb * MIB  # the default of `[storage] store_mb`
 HookRunner = Callable[[str, str, dict[str, Any], str], Awaitable[dict[str, Any]]]
 
 
@@ -75,18 +82,24 @@ class CoreApi:
         hook_runner: HookRunner = _no_hooks,
         publish: CoreFn | None = None,
         cameras: CameraHub | None = None,
+        store_max_bytes: int = STORE_MAX_BYTES,
+        recordings: Recordings | None = None,
     ) -> None:
         """`hook_runner` runs a hook: (hook name, property, payload, calling plugin) -> payload;
         `publish` is the `events.publish` handler (or `register` it later); `cameras` serves
-        frames (None: a hub that is not running, so demo cameras only)."""
+        frames (None: a hub that is not running, so demo cameras only); `store_max_bytes`
+        bounds the bytes of each plugin's `ctx.store` values."""
         self.db = db
         self.tokens = tokens
         self.streams = streams
         self.hook_runner = hook_runner
         self._handlers: dict[str, CoreFn] = {
             **_STORE_HANDLERS,
+            "store.set": functools.partial(_store_set, max_bytes=store_max_bytes),
             "properties.get": _property_get,
             **CameraCalls(cameras or CameraHub()).handlers(),
+            # None: no recordings kept here (the calls answer 503 recordings_unavailable)
+            **RecordingCalls(recordings).handlers(),
         }
         if publish is not None:
             self.register("events.publish", "events:publish", publish)
@@ -202,16 +215,23 @@ async def _store_get(r: CoreRequest, p: StoreKeyParams) -> dict[str, Any]:
     return {"found": found, "value": value}
 
 
-async def _store_set(r: CoreRequest, p: StoreSetParams) -> None:
-    stored = await records.state_set(
-        r.db, r.plugin, r.property, p.key, p.value, max_keys=MAX_STATE_KEYS
+async def _store_set(r: CoreRequest, p: StoreSetParams, *, max_bytes: int) -> None:
+    refused = await records.state_set(
+        r.db, r.plugin, r.property, p.key, p.value, max_keys=MAX_STATE_KEYS, max_bytes=max_bytes
     )
-    if not stored:
+    if refused is None:
+        return
+    if refused.limit == "keys":
         raise StoreFull(
             f"plugin {r.plugin!r} already holds {MAX_STATE_KEYS} keys in property "
             f"{r.property!r}: delete some before adding {clip(p.key)!r}",
-            {"limit": MAX_STATE_KEYS, "key": clip(p.key)},
+            {"reason": "keys", "used": refused.held, "limit": MAX_STATE_KEYS, "key": clip(p.key)},
         )
+    raise StoreFull(
+        f"plugin {r.plugin!r} holds {refused.held} bytes in its store, and {clip(p.key)!r} "
+        f"would take it past its quota of {max_bytes} bytes: delete or shrink some values",
+        {"reason": "bytes", "used": refused.held, "limit": max_bytes, "key": clip(p.key)},
+    )
 
 
 async def _store_delete(r: CoreRequest, p: StoreKeyParams) -> None:
@@ -232,7 +252,6 @@ async def _property_get(r: CoreRequest, p: NoParams) -> dict[str, Any]:
 
 _STORE_HANDLERS: dict[str, CoreFn] = {
     "store.get": _store_get,
-    "store.set": _store_set,
     "store.delete": _store_delete,
     "store.keys": _store_keys,
 }

@@ -23,7 +23,7 @@ import msgspec
 import trio
 
 from ..assembly import assemble
-from ..config import SupervisorConfig
+from ..config import StorageConfig, SupervisorConfig
 from ..errors import (
     Busy,
     CallTimeout,
@@ -34,6 +34,7 @@ from ..errors import (
 )
 from ..ipc.messages import CoreCall, HttpReply, Reply
 from ..lanes.core import CoreApi
+from ..lanes.storage import StorageLane
 from ..sandbox.launcher import Sandbox, escape_probes
 from ..security.tokens import PluginTokens
 from ..store import records
@@ -128,7 +129,9 @@ async def _harness(
     with tempfile.TemporaryDirectory(prefix="pentarun-gates-") as tmp:
         async with open_database(Path(tmp) / "gates.db") as db, trio.open_nursery() as nursery:
             scratch = sandbox.scratch(Path(tmp)) if sandbox is not None else None
-            platform = assemble(config, db, sandbox=scratch)
+            # a plugin that keeps files (`ctx.storage`) keeps them here while it is tested
+            storage = StorageLane(Path(tmp) / "storage", StorageConfig())
+            platform = assemble(config, db, sandbox=scratch, storage=storage)
             supervisor = platform.supervisor
             await nursery.start(supervisor.run)
             await records.upsert_plugin(

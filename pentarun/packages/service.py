@@ -491,6 +491,8 @@ class Installs:
             # its private /data goes with it: a later plugin of the same key starts empty
             plugin_data = self.layout.data_dir / "plugin-data" / key
             await trio.to_thread.run_sync(installer.remove, plugin_data)
+            # and so do the files it kept through the core (lanes/storage.py)
+            await trio.to_thread.run_sync(installer.remove, self.layout.data_dir / "storage" / key)
         records.record_event(
             self.db, key, "uninstalled", state="UNINSTALLED", reason=f"uninstalled by {operator}"
         )

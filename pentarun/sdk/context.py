@@ -18,9 +18,10 @@ class CoreClient:
         self._send = send
         self._property = property_id
 
-    async def call(self, name: str, **params: Any) -> Any:
+    async def call(self, name: str, /, **params: Any) -> Any:
         """The core's answer; raises `CoreCallError(code, message, status)` when it refuses,
-        e.g. `bad_request` naming a parameter the call does not take (docs/protocol.md)."""
+        e.g. `bad_request` naming a parameter the call does not take (docs/protocol.md).
+        `name` is positional only, so a call may take a parameter called `name`."""
         return await self._send(self._property, name, params)
 
 
@@ -53,6 +54,49 @@ class PluginStore:
 
 
 KEYS_PAGE = 1000  # the largest page `store.keys` answers
+
+
+class PluginStorage:
+    """Files kept by the core, per plugin and property; they survive restarts and upgrades and
+    go with an uninstall. Needs scopes storage:read (`get`, `list`) and storage:write (`put`,
+    `delete`).
+
+    A name is segments of letters, digits, "_", "." and "-" (none starting with "." or "-")
+    joined by "/", at most 200 characters: `"clips/2024-05-01.json"`. A file holds at most
+    1 MiB and is replaced whole, atomically. The plugin's files (all properties) share a quota
+    (the server's `[storage] quota_mb`): a `put` past it raises `CoreCallError` with code
+    `storage_full` (409), details `used` and `limit` in bytes.
+    """
+
+    def __init__(self, core: CoreClient) -> None:
+        self._core = core
+
+    async def put(self, name: str, data: bytes) -> None:
+        await self._core.call("storage.put", name=name, data=bytes(data))
+
+    async def get(self, name: str) -> bytes | None:
+        """The file's bytes, None when there is no such file."""
+        data: bytes | None = await self._core.call("storage.get", name=name)
+        return data
+
+    async def list(self) -> list[str]:
+        """Every file name of this plugin and property, in order (the core answers in pages)."""
+        names: list[str] = []
+        while True:
+            page: list[dict[str, Any]] = await self._core.call(
+                "storage.list", after=names[-1] if names else "", limit=STORAGE_PAGE
+            )
+            names += [entry["name"] for entry in page]
+            if len(page) < STORAGE_PAGE:
+                return names
+
+    async def delete(self, name: str) -> bool:
+        """Whether there was such a file."""
+        existed: bool = await self._core.call("storage.delete", name=name)
+        return existed
+
+
+STORAGE_PAGE = 1000  # the largest page `storage.list` answers
 
 
 class EventsClient:
@@ -98,6 +142,7 @@ class Context:
         self.property = property_id
         self.core = CoreClient(send, property_id)
         self.store = PluginStore(self.core)
+        self.storage = PluginStorage(self.core)
         self.events = EventsClient(self.core)
         self.plugins = PluginsClient(self.core)
         self.config = config

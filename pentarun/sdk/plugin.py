@@ -85,7 +85,14 @@ LIFECYCLE = ("approved", "activated", "deactivated", "reloaded", "revoked")
 
 
 class CoreCallError(Error):
-    """The core refused or failed a `ctx.core.call`."""
+    """The core refused or failed a `ctx.core.call`; `details` are the core's (e.g. for
+    `storage_full`: `used` and `limit` in bytes)."""
+
+    def __init__(
+        self, code: str, message: str = "", status: int = 400, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(code, message, status)
+        self.details = details or {}
 
 
 class Plugin:
@@ -301,7 +308,7 @@ class _Worker:
             self._core_pending.pop(call_id, None)
         result = slot[0]
         if isinstance(result, CoreFailure):
-            raise CoreCallError(result.code, result.message, result.status)
+            raise CoreCallError(result.code, result.message, result.status, result.details)
         return result.value
 
     async def _call(self, call: Call) -> None:

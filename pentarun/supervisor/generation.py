@@ -581,7 +581,9 @@ class Generation:
                 value = await self.links.core_call(call)
             reply = CoreResult(call.id, value)
         except PentarunError as exc:
-            reply = CoreFailure(call.id, exc.error_code, exc.message, exc.http_status)
+            reply = CoreFailure(
+                call.id, exc.error_code, exc.message, exc.http_status, dict(exc.details)
+            )
         except trio.TooSlowError:
             reply = CoreFailure(call.id, "call_timeout", f"core call {call.name!r} timed out", 504)
         except Exception as exc:

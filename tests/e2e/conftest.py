@@ -9,8 +9,9 @@ import msgspec
 import trio
 
 from pentarun.assembly import Platform, assemble
-from pentarun.config import EgressConfig, SecurityConfig, SupervisorConfig
+from pentarun.config import EgressConfig, SecurityConfig, StorageConfig, SupervisorConfig
 from pentarun.lanes.egress import EgressLane
+from pentarun.lanes.storage import StorageLane
 from pentarun.packages.manifest import Manifest
 from pentarun.sandbox.launcher import Sandbox
 from pentarun.store import records
@@ -80,6 +81,7 @@ async def harness(
     sandboxed: bool = False,
     egress: bool = False,
     security: SecurityConfig | None = None,
+    storage: StorageConfig | None = None,
 ) -> AsyncIterator[Harness]:
     """A supervisor on a fresh store; `sandboxed` starts its workers in the real sandbox,
     `egress` gives plugins with proxy:egress their proxy lane (`h.egress`)."""
@@ -97,7 +99,9 @@ async def harness(
                 socket_owner=sandbox.uid_of if sandbox else lambda key: None,
             )
             await nursery.start(lane.run)
-        platform = assemble(config, db, sandbox=sandbox, egress=lane)
+        # plugins keep files (`ctx.storage`) under tmp_path/storage, with `storage`'s quotas
+        files = StorageLane(tmp_path / "storage", storage or StorageConfig())
+        platform = assemble(config, db, sandbox=sandbox, egress=lane, storage=files)
         supervisor = platform.supervisor
         await nursery.start(supervisor.run)
         try:

@@ -48,6 +48,14 @@ SAMPLES = {
     "streams.verify": {"token": "t.o.k", "camera": "front"},
     "events.publish": {"type": "camera.tamper", "data": {"by": "x"}},
     "plugins.call": {"plugin": "nvr", "handler": "nvr.clips", "params": {"n": 1}, "deadline_ms": 5},
+    "storage.put": {"name": "clips/a.json", "data": b"{}"},
+    "storage.get": {"name": "clips/a.json"},
+    "storage.list": {"after": "clips/", "limit": 10},
+    "storage.delete": {"name": "clips/a.json"},
+    "recordings.list": {"camera": "front", "after": "1700000000000-0a0b0c0d", "limit": 10},
+    "recordings.get": {"id": "1700000000000-0a0b0c0d", "offset": 0, "length": 1024},
+    "recordings.start": {"camera": "front", "duration_s": 10},
+    "recordings.stop": {"camera": "front"},
 }
 
 

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 import msgspec
 import pytest
 
-from pentarun.config import SupervisorConfig
+from pentarun.config import StorageConfig, SupervisorConfig
 from pentarun.errors import (
     BadRequest,
     Forbidden,
@@ -30,6 +30,7 @@ from pentarun.lanes.calls import (
 )
 from pentarun.lanes.core import CoreApi
 from pentarun.lanes.plugins import PluginCalls
+from pentarun.lanes.storage import StorageLane
 from pentarun.security import ha_keys
 from pentarun.security.scopes import SCOPES
 from pentarun.security.stream_tokens import StreamTokens
@@ -90,6 +91,8 @@ async def core(tmp_path):
 
         api.register("events.publish", "events:publish", publish)
         api.register("plugins.call", "plugins:call", PluginCalls(db, Directory(), 5).handle)
+        for name, fn in StorageLane(tmp_path / "storage", StorageConfig()).handlers().items():
+            api.register(name, CONTRACTS[name].scope, fn)
         yield c
 
 

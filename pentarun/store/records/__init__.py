@@ -4,7 +4,7 @@ Writes a request waits for go through `Database.write`; bookkeeping nobody waits
 checks, lifecycle events, audit) goes through `Database.defer` and is group-committed.
 """
 
-from .cameras import CameraSourceRow, camera_sources, set_camera_source
+from .cameras import CameraSourceRow, camera_sources, set_camera_motion, set_camera_source
 from .egress import (
     EgressRow,
     count_egress_refusals,
@@ -49,12 +49,14 @@ from .plugins import (
     EventRow,
     HealthRow,
     PluginRow,
+    StateRefused,
     delete_plugin,
     get_config,
     get_plugin,
     list_events,
     list_health,
     list_plugins,
+    plugin_state_bytes,
     plugin_state_counts,
     record_event,
     record_health,
@@ -112,6 +114,7 @@ __all__ = [
     "PluginRow",
     "PropertyRow",
     "SessionRow",
+    "StateRefused",
     "TestRunRow",
     "activate_install",
     "all_assignments",
@@ -155,6 +158,7 @@ __all__ = [
     "list_properties",
     "mark_interrupted_test_runs",
     "operator_by_token_hash",
+    "plugin_state_bytes",
     "plugin_state_counts",
     "record_event",
     "record_health",
@@ -162,6 +166,7 @@ __all__ = [
     "revoke_operator",
     "save_install",
     "session_by_hash",
+    "set_camera_motion",
     "set_camera_source",
     "set_config",
     "set_egress_grants",

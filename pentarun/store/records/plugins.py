@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -207,6 +207,15 @@ def state_get(db: Database, plugin_key: str, property_id: str, key: str) -> tupl
     return (True, msgspec.msgpack.decode(row["value"])) if row else (False, None)
 
 
+class StateRefused(NamedTuple):
+    """Why `state_set` stored nothing: `limit` "keys" (the property already holds `max_keys`
+    keys) or "bytes" (the plugin's values, all properties, would pass `max_bytes`); `held` is
+    what it holds now (keys in the property, or bytes)."""
+
+    limit: str
+    held: int
+
+
 async def state_set(
     db: Database,
     plugin_key: str,
@@ -215,28 +224,38 @@ async def state_set(
     value: Any,
     *,
     max_keys: int | None = None,
-) -> bool:
-    """Store `value` under `key`. With `max_keys`, a new key is refused (False, nothing
-    stored) when the plugin already holds that many keys in the property; counting stops at
-    `max_keys`, so the check is bounded however many keys an older store holds."""
+    max_bytes: int | None = None,
+) -> StateRefused | None:
+    """Store `value` under `key` (None), or refuse and store nothing (a `StateRefused`).
+
+    With `max_keys`, a new key is refused when the plugin already holds that many keys in the
+    property; counting stops at `max_keys`, so the check is bounded however many keys an older
+    store holds. With `max_bytes`, a value that grows what the plugin holds (its encoded
+    values, all properties) past `max_bytes` is refused: one SUM over the plugin's rows in
+    the same transaction, and only when the value grows (a replacement as large or smaller
+    always works, so a plugin over a lowered limit can still shrink)."""
     encoded = _state_encoder.encode(value)
     owner = (plugin_key, property_id)
 
-    def put(conn: sqlite3.Connection) -> bool:
-        if max_keys is not None:
-            exists = conn.execute(
-                """SELECT 1 FROM plugin_state
-                   WHERE plugin_key = ? AND property_id = ? AND key = ?""",
-                (*owner, key),
+    def put(conn: sqlite3.Connection) -> StateRefused | None:
+        row = conn.execute(
+            """SELECT length(value) FROM plugin_state
+               WHERE plugin_key = ? AND property_id = ? AND key = ?""",
+            (*owner, key),
+        ).fetchone()
+        old = 0 if row is None else int(row[0])
+        if max_keys is not None and row is None:
+            (held,) = conn.execute(
+                """SELECT count(*) FROM (SELECT 1 FROM plugin_state
+                   WHERE plugin_key = ? AND property_id = ? LIMIT ?)""",
+                (*owner, max_keys),
             ).fetchone()
-            if exists is None:
-                (held,) = conn.execute(
-                    """SELECT count(*) FROM (SELECT 1 FROM plugin_state
-                       WHERE plugin_key = ? AND property_id = ? LIMIT ?)""",
-                    (*owner, max_keys),
-                ).fetchone()
-                if held >= max_keys:
-                    return False
+            if held >= max_keys:
+                return StateRefused("keys", int(held))
+        if max_bytes is not None and len(encoded) > old:
+            held = plugin_state_bytes_in(conn, plugin_key)
+            if held - old + len(encoded) > max_bytes:
+                return StateRefused("bytes", held)
         conn.execute(
             """INSERT INTO plugin_state (plugin_key, property_id, key, value, updated_at)
                VALUES (?, ?, ?, ?, ?)
@@ -244,9 +263,25 @@ async def state_set(
                DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at""",
             (*owner, key, encoded, time.time()),
         )
-        return True
+        return None
 
     return await db.write(put)
+
+
+_STATE_BYTES = "SELECT coalesce(sum(length(value)), 0) FROM plugin_state WHERE plugin_key = ?"
+
+
+def plugin_state_bytes_in(conn: sqlite3.Connection, plugin_key: str) -> int:
+    """The bytes of the plugin's stored values, all properties: an indexed range of its rows
+    (`length` of a BLOB reads the record header, not the value)."""
+    (held,) = conn.execute(_STATE_BYTES, (plugin_key,)).fetchone()
+    return int(held)
+
+
+def plugin_state_bytes(db: Database, plugin_key: str) -> int:
+    """`plugin_state_bytes_in`, read inline (a small indexed read)."""
+    row = db.read_one(_STATE_BYTES, (plugin_key,))
+    return int(row[0]) if row else 0
 
 
 async def state_delete(db: Database, plugin_key: str, property_id: str, key: str) -> None:

@@ -11,6 +11,7 @@ import sys
 import trio
 
 from pentarun.sdk import Context, CoreClient, Error, Plugin, Response
+from pentarun.sdk.plugin import CoreCallError
 
 MODE = os.environ.get("PROBE_MODE", "")
 log = logging.getLogger("probe")
@@ -245,6 +246,45 @@ async def tamper(ctx: Context, params: dict) -> dict:
     return {
         "delivered": await ctx.events.publish(params.get("type", "camera.tamper"), {"by": "probe"})
     }
+
+
+@plugin.handler("storage")
+async def storage(ctx: Context, params: dict) -> dict:
+    """`ctx.storage`: op put (name, size: that many bytes of `fill`), get, list or delete."""
+    op, name = params["op"], params.get("name", "")
+    try:
+        if op == "put":
+            data = params.get("fill", "x").encode() * int(params.get("size", 1))
+            await ctx.storage.put(name, data)
+            return {"put": len(data)}
+        if op == "get":
+            data = await ctx.storage.get(name)
+            return {"data": None if data is None else data.decode()}
+        if op == "list":
+            return {"names": await ctx.storage.list()}
+        return {"deleted": await ctx.storage.delete(name)}
+    except CoreCallError as exc:
+        return {"error": exc.code, "status": exc.status, "details": exc.details}
+
+
+@plugin.handler("core")
+async def core_call(ctx: Context, params: dict) -> dict:
+    """Any core call for this property: `name`, `params`; its answer or its error."""
+    try:
+        return {"value": await ctx.core.call(params["name"], **params.get("params", {}))}
+    except Error as exc:
+        return {"error": exc.code, "status": exc.status, "message": exc.message}
+
+
+@plugin.on_event("recording.created")
+async def remember_recording(ctx: Context, event: dict) -> None:
+    seen = await ctx.store.get("recordings", [])
+    await ctx.store.set("recordings", [*seen, event["data"]])
+
+
+@plugin.handler("recordings.seen")
+async def recordings_seen(ctx: Context, params: dict) -> dict:
+    return {"recordings": await ctx.store.get("recordings", [])}
 
 
 CONFIG_CHANGES = []
