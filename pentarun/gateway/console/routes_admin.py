@@ -22,6 +22,7 @@ from ...security.operators import OPERATORS, READ, ROLES, TRUST, can_see_propert
 from ...store import records
 from ..app import current_services
 from ..params import resource_id
+from ..routes_properties import camera_view
 from . import render, views
 from .auth import Viewer, page
 
@@ -56,7 +57,8 @@ def _property_data(view: Viewer, row: records.PropertyRow) -> dict[str, Any]:
     ]
     return {
         "property": row,
-        "cameras": records.cameras_of(services.db, row.id),
+        # as the API shows them: their source without credentials, and their real status
+        "cameras": [camera_view(c) for c in records.cameras_of(services.db, row.id)],
         "keys": records.ha_keys_of(services.db, row.id),
         "serving": serving,
     }

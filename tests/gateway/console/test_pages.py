@@ -459,3 +459,17 @@ async def test_a_degraded_dependent_shows_why_and_its_dependencies(tmp_path):
         overview = await html(client, "/plugins/cam/part/overview")
         assert "Depends on" in overview and 'href="/plugins/demo"' in overview
         assert "dependency demo is VERIFIED" in overview
+
+
+async def test_a_camera_of_any_source_can_be_added_from_the_property_page(tmp_path):
+    async with console(tmp_path) as (client, auth, services):
+        await setup(client, auth, services)
+        await sign_in(client, bearer_token(auth))
+        page = await html(client, "/properties/p1")
+        for kind in ("demo", "http", "mjpeg", "rtsp", "file"):
+            assert f'<option value="{kind}">' in page
+        for name in ("source.url", "source.path", "source.credentials.username"):
+            assert f'name="{name}"' in page
+        assert 'name="source.credentials.password" type="password"' in page
+        cameras = await html(client, "/properties/p1/part/cameras")
+        assert "Door" in cameras and ("online" in cameras or "offline" in cameras)
