@@ -101,21 +101,21 @@ class Feed:
 
     def latest(self) -> Frame:
         if self.status != "online" or self.frame is None:
-            raise CameraOffline(
-                f"camera {self.key[1]!r} is offline", {"camera": self.key[1], "reason": self.error}
-            )
+            # no reason in the details: they reach plugins, and a source's error names its
+            # address or path (the admin view shows it as `status_reason`)
+            raise CameraOffline(f"camera {self.key[1]!r} is offline", {"camera": self.key[1]})
         return self.frame
 
     async def next_after(self, after: int, timeout_s: float) -> Frame:
-        """The first frame newer than `after` (the latest one at once when it is newer);
+        """The first frame newer than `after` (the latest one at once when it is newer, or
+        when `after` is ahead of this feed: a number of the feed this one replaced);
         CameraOffline when none comes within `timeout_s`."""
         with trio.move_on_after(timeout_s):
             while not self.closed:
                 frame = self.frame
-                if frame is not None and frame.seq > after and self.status == "online":
+                if frame is not None and frame.seq != after and self.status == "online":
                     return frame
                 await self._changed.wait()
         raise CameraOffline(
-            f"camera {self.key[1]!r} sent no frame within {timeout_s:g} s",
-            {"camera": self.key[1], "reason": self.error or "no frame"},
+            f"camera {self.key[1]!r} sent no frame within {timeout_s:g} s", {"camera": self.key[1]}
         )

@@ -51,6 +51,7 @@ class MultipartReader:
         self._in_part = False  # past a delimiter line, looking at a part's headers
         self._length: int | None = None  # the current part's Content-Length
         self._body_at = -1  # where the current part's body starts in the buffer
+        self._scanned = 0  # how far a part without Content-Length was searched for its end
         self.ended = False  # the closing delimiter came
 
     def feed(self, data: bytes) -> list[bytes]:
@@ -123,13 +124,19 @@ class MultipartReader:
             part = bytes(buf[start : start + self._length])
             del buf[: start + self._length]
         else:
-            end = buf.find(b"\n" + self.delimiter, start)
+            # resume where the last look ended (less a delimiter's length, which may straddle
+            # two chunks): a large part arriving in small chunks is searched once, not again
+            # from its start for every chunk
+            resume = max(start, self._scanned - len(self.delimiter) - 1)
+            end = buf.find(b"\n" + self.delimiter, resume)
             if end < 0:
+                self._scanned = len(buf)
                 if len(buf) - start > self.max_part:
                     raise PartTooLarge(f"an MJPEG part is larger than {self.max_part} bytes")
                 return None
             stop = end - 1 if end > start and buf[end - 1 : end] == b"\r" else end
             part = bytes(buf[start:stop])
             del buf[: end + 1]
+            self._scanned = 0
         self._in_part = False
         return part

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from ..lanes.egress_addresses import AddressClass, classify, ip
+
 MAX_URL = 2048
 MAX_PATH = 1024
 MAX_USERNAME = 256
@@ -145,3 +147,45 @@ def redact(url: str) -> str:
     except ValueError:
         return "<invalid url>"
     return f"{parts.scheme}://{host}{port}/…"
+
+
+FILES_DIR = "camera-files"  # beneath the data dir: where `file` sources may be
+# where an operator scoped to properties may not point a camera: this host, link-local
+# addresses (the metadata service among them), and what is not an address to dial at all
+_NOT_FOR_PROPERTY_MANAGERS = {
+    AddressClass.LOOPBACK,
+    AddressClass.LINK_LOCAL,
+    AddressClass.METADATA,
+    AddressClass.UNSPECIFIED,
+    AddressClass.MULTICAST,
+}
+
+
+def placement_problem(
+    source: Source, *, trusted: bool, files_dir: str, real_path: str | None = None
+) -> SourceProblem | None:
+    """Where a source may point (pure; the caller resolves `real_path` of a file source):
+    a `file` only beneath `files_dir` (after symbolic links) and only for root and admin
+    operators; a network source of an operator scoped to properties not at this host,
+    link-local or metadata addresses, or `localhost`. Names are not resolved here: a name an
+    admin's DNS points at this host is the admin's to guard."""
+    if source.kind == "file":
+        if not trusted:
+            return SourceProblem("kind", "file sources are for root and admin operators")
+        inside = real_path is not None and (
+            real_path == files_dir or real_path.startswith(files_dir.rstrip("/") + "/")
+        )
+        if not inside:
+            return SourceProblem("path", f"a file source must lie beneath {files_dir}")
+        return None
+    if trusted or source.url is None:
+        return None
+    host = (urlsplit(source.url).hostname or "").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return SourceProblem("url", "a camera cannot be this server (localhost)")
+    address = ip(host)
+    if address is not None and classify(address) in _NOT_FOR_PROPERTY_MANAGERS:
+        return SourceProblem(
+            "url", f"a camera cannot be at {host} ({classify(address).value.replace('_', '-')})"
+        )
+    return None

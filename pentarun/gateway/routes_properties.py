@@ -8,13 +8,23 @@ Uniqueness is the store's (a duplicate id is a 409 decided by the primary key).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import msgspec
+import trio
 from quart import Blueprint, Response, request
 
 from ..cameras.motion import MotionSettings, motion_of
-from ..cameras.source import SourceBody, SourceProblem, source_of, split_source
+from ..cameras.source import (
+    FILES_DIR,
+    Source,
+    SourceBody,
+    SourceProblem,
+    placement_problem,
+    source_of,
+    split_source,
+)
 from ..errors import BadRequest, NotFound, PentarunError
 from ..security import ha_keys
 from ..security.operators import (
@@ -57,6 +67,24 @@ class CameraRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 class CameraSourceRequest(msgspec.Struct, forbid_unknown_fields=True):
     source: SourceBody
+
+
+async def _check_placement(op: records.OperatorRow, source: dict[str, Any]) -> None:
+    """400 when the source points where this operator may not (cameras/source.py)."""
+    services = current_services()
+    files_dir = str(services.data_dir / FILES_DIR)
+    path = source.get("path")
+    real_files, real_path = await trio.to_thread.run_sync(
+        lambda: (os.path.realpath(files_dir), os.path.realpath(path) if path else None)
+    )
+    problem = placement_problem(
+        msgspec.convert(source, Source),
+        trusted=op.role in ("root", "admin"),
+        files_dir=real_files,
+        real_path=real_path,
+    )
+    if problem is not None:
+        raise BadRequest(f"invalid camera source: {problem}", {"field": f"source.{problem.field}"})
 
 
 def _split(body: SourceBody) -> tuple[dict[str, Any], str | None]:
@@ -145,6 +173,7 @@ async def create_camera(op: records.OperatorRow, pid: str) -> Response:
     require(op, CAMERAS, row.id)
     body = await parse_body(CameraRequest)
     source, sealed = _split(body.source)
+    await _check_placement(op, source)
     if body.motion is not None:
         source["motion"] = msgspec.to_builtins(body.motion)
     services = current_services()
@@ -203,6 +232,7 @@ async def set_camera_source(op: records.OperatorRow, pid: str, cid: str) -> Resp
     require(op, CAMERAS, camera.property_id)
     body = await parse_body(CameraSourceRequest)
     source, sealed = _split(body.source)
+    await _check_placement(op, source)
     services = current_services()
     await records.set_camera_source(services.db, camera.property_id, camera.id, source, sealed)
     services.cameras.poke()

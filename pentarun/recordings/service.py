@@ -308,7 +308,11 @@ class Recordings:
         for property_id, clips in list(self._index.items()):
             for clip_id in expired(clips.values(), now, max_age_s, max_bytes):
                 self._drop(property_id, clip_id)
-                await trio.to_thread.run_sync(self.clips.remove, property_id, clip_id)
+                try:
+                    await trio.to_thread.run_sync(self.clips.remove, property_id, clip_id)
+                except OSError as exc:  # one clip that cannot go never stops the server
+                    log.warning("retention could not remove %s/%s: %s", property_id, clip_id, exc)
+                    continue
                 removed += 1
         if removed:
             log.info("retention removed %d recordings", removed)

@@ -9,6 +9,7 @@ from pentarun.cameras.source import (
     Source,
     SourceBody,
     SourceProblem,
+    placement_problem,
     redact,
     source_of,
     split_source,
@@ -126,3 +127,29 @@ def test_sealed_credentials_open_only_with_their_key():
     assert "hunter2" not in sealed and "admin" not in sealed
     assert Sealer(b"k" * 32).unseal(sealed) == creds
     assert Sealer(b"o" * 32).unseal(sealed) is None
+
+
+def test_where_a_source_may_point():
+    files = "/var/pentarun/camera-files"
+    clip = Source("file", path=f"{files}/door.mp4")
+    assert placement_problem(clip, trusted=True, files_dir=files, real_path=clip.path) is None
+    outside = placement_problem(clip, trusted=True, files_dir=files, real_path="/etc/shadow")
+    assert outside is not None and outside.field == "path"  # a link out of the dir counts too
+    sibling = placement_problem(
+        clip, trusted=True, files_dir=files, real_path=files + "-other/x.mp4"
+    )
+    assert sibling is not None
+    manager = placement_problem(clip, trusted=False, files_dir=files, real_path=clip.path)
+    assert manager is not None and manager.field == "kind"
+    for url in (
+        "http://127.0.0.1:8128/api",
+        "http://localhost/x",
+        "rtsp://169.254.169.254/",
+        "http://[::1]/x",
+        "http://0.0.0.0/",
+    ):
+        found = placement_problem(Source("http", url=url), trusted=False, files_dir=files)
+        assert found is not None and found.field == "url", url
+        assert placement_problem(Source("http", url=url), trusted=True, files_dir=files) is None
+    lan = Source("mjpeg", url="http://192.168.1.20:8080/video")
+    assert placement_problem(lan, trusted=False, files_dir=files) is None

@@ -57,7 +57,8 @@ def assert_no_secret(text: str) -> None:
 async def test_real_cameras_through_the_home_assistant_port(tmp_path):
     snap_jpeg = make_jpeg(640, 360, 1)
     stream_frames = [make_jpeg(640, 360, shade) for shade in range(40, 46)]
-    video = tmp_path / "clip.mp4"
+    video = tmp_path / "var" / "camera-files" / "clip.mp4"  # file sources live there
+    video.parent.mkdir(parents=True)
     await trio.to_thread.run_sync(write_video, video)
     async with trio.open_nursery() as cams:
         snap = await cams.start(SnapshotCamera([snap_jpeg], auth=(USER, PASSWORD)).run)

@@ -58,6 +58,7 @@ class _Decoder:
         self.target, self.shown, self.is_file = target, shown, is_file
         self.publish, self.settings, self.token = publish, settings, token
         self.stop = threading.Event()
+        self.last_sent = 0.0  # across a file's loops: a one-frame file is paced too
 
     def run(self) -> None:
         options: dict[str, str] = {}
@@ -89,7 +90,6 @@ class _Decoder:
         interval = 1.0 / self.settings.max_fps
         started = time.monotonic()
         first_pts: float | None = None
-        last_sent = 0.0
         frames = 0
         for frame in container.decode(stream):
             if self.stop.is_set():
@@ -102,9 +102,13 @@ class _Decoder:
                 if ahead > 0 and self.stop.wait(min(ahead, 1.0)):
                     return
                 now = time.monotonic()
-            if now - last_sent < interval:
-                continue
-            last_sent = now
+            if now - self.last_sent < interval:
+                if frames == 1 and self.stop.wait(interval - (now - self.last_sent)):
+                    return  # a loop's first frame waits its turn (a still image would spin)
+                if frames != 1:
+                    continue
+                now = time.monotonic()
+            self.last_sent = now
             out = io.BytesIO()
             frame.to_image().save(out, format="JPEG", quality=self.settings.jpeg_quality)
             jpeg = out.getvalue()
@@ -139,7 +143,11 @@ async def run_video(
         token=trio.lowlevel.current_trio_token(),
     )
     try:
-        # abandoned on cancel: the thread sees the stop flag within a frame or a read timeout
-        await trio.to_thread.run_sync(decoder.run, abandon_on_cancel=True)
+        # abandoned on cancel: the thread sees the stop flag within a frame or a read timeout.
+        # Its own limiter: a decoder holds its thread for as long as the camera exists, and
+        # must never take one of the slots every other thread call of the server shares.
+        await trio.to_thread.run_sync(
+            decoder.run, abandon_on_cancel=True, limiter=trio.CapacityLimiter(1)
+        )
     finally:
         decoder.stop.set()

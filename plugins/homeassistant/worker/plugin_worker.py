@@ -9,6 +9,7 @@ request's `caller`, so it is bound to the request's key and dies with it.
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import trio
@@ -88,9 +89,12 @@ async def mjpeg(ctx: Context, params: dict) -> Stream:
     second. The core holds the one connection to the camera; this only relays its frames."""
     camera = _camera_id(params)
     try:
-        fps = min(max(float((params.get("query") or {}).get("fps", MAX_FPS)), 0.2), MAX_FPS)
+        fps = float((params.get("query") or {}).get("fps", MAX_FPS))
     except ValueError:
         raise Error("bad_request", "fps must be a number", 400) from None
+    if not math.isfinite(fps):
+        raise Error("bad_request", "fps must be a finite number", 400)
+    fps = min(max(fps, 0.2), MAX_FPS)
     # 404 for an unknown camera, 503 for an offline one: before any streaming
     first = await ctx.core.call("cameras.frame", camera=camera)
 
