@@ -254,6 +254,9 @@ class Recordings:
         except Exception:  # a disk or camera failure ends this clip, never the others
             log.exception("recording %s/%s failed", meta.property_id, meta.id)
         finally:
+            # whatever ended it (its time, its size cap, a failure): a start from now on waits
+            # for this clip to finish and records a new one, never "extends" a finished one
+            active.scope.cancel()
             with trio.CancelScope(shield=True), trio.move_on_after(FINISH_TIMEOUT_S):
                 await self._finish(active, writer)
 
