@@ -24,7 +24,8 @@ more).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Callable
 
 import msgspec
 import trio
@@ -143,8 +144,25 @@ async def snapshot(op: records.OperatorRow, pid: str, cid: str) -> Response:
 
 
 class _Previews:
+    """Previews open on this server: a lease is taken when the request is answered (so a
+    burst of requests cannot all pass the check) and given back when its stream ends — or
+    when its stream object goes away without ever being read (a client gone before the
+    body was sent)."""
+
     def __init__(self) -> None:
         self.open = 0
+
+    def lease(self) -> Callable[[], None]:
+        self.open += 1
+        given_back = False
+
+        def give_back() -> None:
+            nonlocal given_back
+            if not given_back:
+                given_back = True
+                self.open -= 1
+
+        return give_back
 
 
 def _previews() -> _Previews:
@@ -166,8 +184,9 @@ async def mjpeg(op: records.OperatorRow, pid: str, cid: str) -> Response:
             {"retry_after_s": 5},
         )
 
+    give_back = previews.lease()
+
     async def frames() -> AsyncIterator[bytes]:
-        previews.open += 1  # counted while the stream runs (a check above, a count here)
         try:
             with trio.move_on_after(PREVIEW_MAX_S):
                 seq = 0
@@ -187,10 +206,12 @@ async def mjpeg(op: records.OperatorRow, pid: str, cid: str) -> Response:
                     )
                     await trio.sleep(1 / PREVIEW_FPS)
         finally:
-            previews.open -= 1
+            give_back()
 
+    stream = frames()
+    weakref.finalize(stream, give_back)  # a stream never read gives its lease back too
     response = Response(
-        frames(),
+        stream,
         content_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
         headers={"Cache-Control": "no-store"},
     )
