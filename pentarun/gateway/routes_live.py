@@ -32,13 +32,13 @@ import trio
 from quart import Blueprint, Response, current_app, request
 
 from ..cameras.feed import CameraOffline
-from ..errors import BadRequest, NotFound, RateLimited
+from ..errors import BadRequest, RateLimited
 from ..security.operators import READ
 from ..store import records
 from ..supervisor.telemetry import LogLine
 from .app import current_services, operator
-from .params import plugin_key, resource_id
-from .routes_properties import visible_property
+from .params import plugin_key
+from .routes_properties import visible_camera
 
 bp = Blueprint("live", __name__)
 
@@ -125,19 +125,10 @@ async def log_stream(op: records.OperatorRow, key: str) -> Response:
     return response
 
 
-def _camera(op: records.OperatorRow, pid: str, cid: str) -> records.CameraRow:
-    row = visible_property(op, pid)
-    cid = resource_id(cid, "camera")
-    camera = records.get_camera(current_services().db, row.id, cid)
-    if camera is None:
-        raise NotFound(f"no camera {cid!r}", {"camera": cid})
-    return camera
-
-
 @bp.get("/api/properties/<pid>/cameras/<cid>/snapshot.jpg")
 @operator(READ)
 async def snapshot(op: records.OperatorRow, pid: str, cid: str) -> Response:
-    camera = _camera(op, pid, cid)
+    camera = visible_camera(op, pid, cid)
     hub = current_services().cameras
     jpeg = await hub.snapshot(camera)
     return Response(jpeg, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
@@ -175,7 +166,7 @@ def _previews() -> _Previews:
 @bp.get("/api/properties/<pid>/cameras/<cid>/mjpeg")
 @operator(READ)
 async def mjpeg(op: records.OperatorRow, pid: str, cid: str) -> Response:
-    camera = _camera(op, pid, cid)
+    camera = visible_camera(op, pid, cid)
     hub = current_services().cameras
     previews = _previews()
     if previews.open >= MAX_PREVIEWS:
