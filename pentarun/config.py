@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from .cameras.backoff import Backoff
 from .errors import BadRequest
 
 
@@ -217,6 +218,23 @@ class ConsoleConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("console.session_idle_s must not exceed console.session_absolute_s")
 
 
+class CamerasConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Camera sources (cameras/): how long to wait for a camera and how often to ask it,
+    frame bounds, how PyAV frames are encoded, and the reconnect backoff."""
+
+    connect_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=120)] = 10.0
+    read_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0  # silent: offline
+    snapshot_interval_s: Annotated[float, msgspec.Meta(ge=0.05, le=3600)] = 1.0  # `http`
+    # a bigger frame is an error (an IPC frame holds 8 MiB)
+    max_frame_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024, le=6 * 1024 * 1024)] = 4 * 2**20
+    max_fps: Annotated[float, msgspec.Meta(gt=0, le=60)] = 10.0  # PyAV sources, at most
+    jpeg_quality: Annotated[int, msgspec.Meta(ge=10, le=95)] = 80  # PyAV frames only
+    reconcile_s: Annotated[float, msgspec.Meta(ge=0.1, le=60)] = 2.0  # reread the table
+    wait_frame_s: Annotated[float, msgspec.Meta(gt=0, le=120)] = 10.0  # a consumer's wait
+    demo_fps: Annotated[float, msgspec.Meta(gt=0, le=30)] = 5.0
+    backoff: Backoff = msgspec.field(default_factory=Backoff)
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
@@ -227,6 +245,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
     recordings: RecordingsConfig = msgspec.field(default_factory=RecordingsConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    cameras: CamerasConfig = msgspec.field(default_factory=CamerasConfig)
     listeners: dict[str, str | ListenerConfig] = msgspec.field(
         default_factory=lambda: {"homeassistant": "0.0.0.0:8129"}
     )

@@ -102,7 +102,7 @@ async def _serve(
         )
         await nursery.start(egress.run)
         sealer = await trio.to_thread.run_sync(Sealer.load, data_dir)
-        cameras = CameraHub(db, sealer)
+        cameras = CameraHub(db, sealer, config.cameras)
         await nursery.start(cameras.run)
         platform = assemble(
             config.supervisor,

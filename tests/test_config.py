@@ -47,3 +47,15 @@ def test_sandbox_settings_that_would_weaken_it_are_refused():
     for key, value in (("sandbox_uid_base", "0"), ("sandbox_tmp_mb", "0"), ("sandbox", "maybe")):
         with pytest.raises(BadRequest, match=key if key != "sandbox" else "sandbox"):
             load_config(environ={f"PENTARUN_SECURITY__{key.upper()}": value})
+
+
+def test_camera_thresholds_live_in_the_configuration_bounded():
+    config = load_config(environ={"PENTARUN_CAMERAS__MAX_FPS": "5"})
+    assert config.cameras.max_fps == 5 and config.cameras.jpeg_quality == 80
+    for key, value in (
+        ("max_fps", "0"),
+        ("max_frame_bytes", str(64 * 2**20)),
+        ("jpeg_quality", "1"),
+    ):
+        with pytest.raises(BadRequest, match=key):
+            load_config(environ={f"PENTARUN_CAMERAS__{key.upper()}": value})
