@@ -7,6 +7,7 @@ silently.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -212,8 +213,19 @@ class ConsoleConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     public_url: PublicUrl = ""
     signin_failures: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
     signin_failure_window_s: Annotated[float, msgspec.Meta(gt=0, le=24 * 3600)] = 300.0
+    # the addresses of reverse proxies in front of the console (the TLS proxy of
+    # `public_url`): a request from one of them is counted against the address it names
+    # last in X-Forwarded-For, not against the proxy (which would lock every operator out)
+    trusted_proxies: Annotated[list[str], msgspec.Meta(max_length=16)] = []
 
     def __post_init__(self) -> None:
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_address(proxy)
+            except ValueError:
+                raise ValueError(
+                    f"console.trusted_proxies: {proxy!r} is not an IP address"
+                ) from None
         if self.session_idle_s > self.session_absolute_s:
             raise ValueError("console.session_idle_s must not exceed console.session_absolute_s")
 

@@ -17,8 +17,9 @@ is written at most once a minute, deferred.
 
 from __future__ import annotations
 
+import ipaddress
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import wraps
 from typing import TYPE_CHECKING, Any
@@ -222,8 +223,18 @@ def forget_cookie(response: Response) -> None:
     response.delete_cookie(rules.COOKIE, path="/", httponly=True, samesite="Strict")
 
 
-def client_address() -> str:
-    return request.remote_addr or "unknown"
+def client_address(trusted_proxies: Sequence[str] = ()) -> str:
+    """Who is signing in: the peer, or — when the peer is a trusted proxy — the address the
+    proxy appended last to X-Forwarded-For (the ones before it are the client's to forge)."""
+    peer = request.remote_addr or "unknown"
+    if peer not in trusted_proxies:
+        return peer
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    last = forwarded.rsplit(",", 1)[-1].strip()
+    try:
+        return str(ipaddress.ip_address(last))
+    except ValueError:
+        return peer
 
 
 def check_signin_origin(services: Services) -> None:
@@ -241,7 +252,7 @@ async def sign_in(services: Services, token: str) -> tuple[str, records.SessionR
     RateLimited for an address that failed too often, Unauthorized (counted, audited) for a
     wrong token."""
     limiter = _limiter(services)
-    address = client_address()
+    address = client_address(services.config.console.trusted_proxies)
     now_m = trio.current_time()
     blocked = limiter.blocked(address, now_m)
     if blocked is not None:

@@ -194,3 +194,25 @@ async def test_the_page_token_is_the_sessions(tmp_path):
         assert await csrf_of(client) == first
         second = await sign_in(client, bearer_token(auth))
         assert second != first  # a new session, a new token
+
+
+async def test_behind_a_trusted_proxy_each_client_has_its_own_failures(tmp_path):
+    settings = {"signin_failures": 2, "trusted_proxies": ["127.0.0.1"]}
+    async with console(tmp_path, console=settings) as (client, auth, _):
+        proxy = {"client": ("127.0.0.1", 40000)}  # every request comes through the proxy
+        attacker = {"X-Forwarded-For": "10.0.0.5"}
+        for forged in ("10.0.0.9", "10.0.0.8"):  # what the client claims before the proxy's
+            headers = {"X-Forwarded-For": f"{forged}, 10.0.0.5"}
+            wrong = await client.post(
+                "/signin", form={"token": "pvo_wrong"}, headers=headers, scope_base=proxy
+            )
+            assert wrong.status_code == 401
+        blocked = await client.post(
+            "/signin", form={"token": bearer_token(auth)}, headers=attacker, scope_base=proxy
+        )
+        assert blocked.status_code == 429
+        operator = {"X-Forwarded-For": "10.0.0.6"}  # another operator behind the same proxy
+        ok = await client.post(
+            "/signin", form={"token": bearer_token(auth)}, headers=operator, scope_base=proxy
+        )
+        assert ok.status_code in (302, 303) and session_cookie(client) is not None
