@@ -27,16 +27,12 @@ from pathlib import Path
 
 import httpx
 import trio
-from ha_port import PATH, start_pentarun
+from ha_port import PATH, IdleClose, keepalive_request, start_pentarun
 
 CHAOS_ENV = {
     "PENTARUN_SUPERVISOR__CRASH_LIMIT": "1000000",
     "PENTARUN_SUPERVISOR__BACKOFF_RESET_S": "1.5",
 }
-
-
-class _Idle(trio.BrokenResourceError):
-    """The connection closed before any byte of the answer arrived."""
 
 
 async def clients(url: str, key: str, connections: int, seconds: float) -> list[tuple[int, float]]:
@@ -47,24 +43,6 @@ async def clients(url: str, key: str, connections: int, seconds: float) -> list[
     ).encode()
     results: list[tuple[int, float]] = []
     stop_at = trio.current_time() + seconds
-
-    async def one_request(stream: trio.SocketStream) -> int:
-        await stream.send_all(request)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = await stream.receive_some(65536)
-            if not chunk:
-                raise (_Idle if not data else trio.BrokenResourceError)("closed")
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":")[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length")
-        )
-        while len(body) < length:
-            body += await stream.receive_some(65536)
-        return int(head.split(b" ")[1])
 
     async def client() -> None:
         stream: trio.SocketStream | None = None
@@ -77,9 +55,9 @@ async def clients(url: str, key: str, connections: int, seconds: float) -> list[
                         if stream is None:
                             stream = await trio.open_tcp_stream(host, int(port))
                         try:
-                            status = await one_request(stream)
+                            status = await keepalive_request(stream, request)
                             break
-                        except _Idle:
+                        except IdleClose:
                             # the server closed a kept-alive connection before reading the
                             # request (hypercorn does after 1,000 requests): as every HTTP
                             # client does, send it again on a new connection

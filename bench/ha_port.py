@@ -30,6 +30,32 @@ ROOT = Path(__file__).resolve().parent.parent
 HA = ROOT / "plugins" / "homeassistant"
 PATH = "/api/ha/v1/cameras"
 
+
+class IdleClose(trio.BrokenResourceError):
+    """The connection closed before any byte of the answer arrived (a kept-alive connection
+    the server had closed: the request may be sent again on a new one)."""
+
+
+async def keepalive_request(stream: trio.SocketStream, request: bytes) -> int:
+    """Send one request on a kept-alive connection and read its whole answer; its status."""
+    await stream.send_all(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            raise (IdleClose if not data else trio.BrokenResourceError)("closed")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
+    )
+    while len(body) < length:
+        body += await stream.receive_some(65536)
+    return int(head.split(b" ")[1])
+
+
 BARE_APP = textwrap.dedent("""
     import sys, trio
     from hypercorn.config import Config

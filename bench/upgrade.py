@@ -24,15 +24,11 @@ from pathlib import Path
 
 import httpx
 import trio
-from ha_port import HA, PATH, start_pentarun
+from ha_port import HA, PATH, IdleClose, keepalive_request, start_pentarun
 
 from pentarun.packages.builder import pack, read_tree
 
 Result = tuple[float, int, float]  # (wall-clock start, status (0: no answer), seconds)
-
-
-class _Idle(trio.BrokenResourceError):
-    """The connection closed before any byte of the answer arrived."""
 
 
 def ha_package(version: str) -> bytes:
@@ -52,24 +48,6 @@ async def clients(url: str, key: str, connections: int, stop: trio.Event) -> lis
     ).encode()
     results: list[Result] = []
 
-    async def one_request(stream: trio.SocketStream) -> int:
-        await stream.send_all(request)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = await stream.receive_some(65536)
-            if not chunk:
-                raise (_Idle if not data else trio.BrokenResourceError)("closed")
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":")[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length")
-        )
-        while len(body) < length:
-            body += await stream.receive_some(65536)
-        return int(head.split(b" ")[1])
-
     async def client() -> None:
         stream: trio.SocketStream | None = None
         while not stop.is_set():
@@ -81,9 +59,9 @@ async def clients(url: str, key: str, connections: int, stop: trio.Event) -> lis
                         if stream is None:
                             stream = await trio.open_tcp_stream(host, int(port))
                         try:
-                            status = await one_request(stream)
+                            status = await keepalive_request(stream, request)
                             break
-                        except _Idle:  # a kept-alive connection the server had closed: again
+                        except IdleClose:  # a kept-alive connection the server had closed: again
                             await stream.aclose()
                             stream = None
                             if not reused:
