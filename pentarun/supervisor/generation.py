@@ -349,6 +349,10 @@ class Generation:
                     nursery.start_soon(self._limits_watch, self.spawned.launch)
                     nursery.start_soon(self._storage_watch, self.spawned.launch)
                 await process.wait()
+                if self.spawned.launch is not None:
+                    # the sandbox's outer process is gone, so is the worker: everything left
+                    # in its cgroup dies now (a live inner process would hold the channel open)
+                    await trio.to_thread.run_sync(self.spawned.launch.cgroup.kill_all)
                 self.fail_pending(WorkerCrashed(f"plugin {links.key!r} worker exited"))
                 with trio.move_on_after(1.0):  # collect the last frames and output lines
                     await channel_done.wait()
